@@ -1,0 +1,84 @@
+"""ASE calculator for mace_fast models.
+
+>>> from mace_fast import MaceFastCalculator            # doctest: +SKIP
+>>> atoms.calc = MaceFastCalculator("model.pt", device="cpu")
+>>> atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+
+Unlike mace-torch's calculator, it never changes torch's global default dtype.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Union
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from . import keys as K
+from .data.graph import ElementTable, build_graph
+from .model import MACE
+from .model_file import load_model
+
+__all__ = ["MaceFastCalculator"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, None: None}
+
+
+class MaceFastCalculator(Calculator):
+    """Energy (eV), forces (eV/Å), stress (eV/Å³, Voigt) and per-atom energies.
+
+    ``model`` is a model file path or a loaded :class:`~mace_fast.model.MACE`;
+    ``default_dtype`` ("float32"/"float64") casts the model, default: keep its dtype.
+    Stress is available when the cell has a volume.
+    """
+
+    implemented_properties: List[str] = ["energy", "free_energy", "forces", "stress", "energies"]
+
+    def __init__(
+        self,
+        model: Union[str, Path, MACE],
+        device: Union[str, torch.device] = "cpu",
+        default_dtype: Optional[str] = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if default_dtype not in _DTYPES:
+            raise ValueError(f"default_dtype must be 'float32', 'float64' or None, got {default_dtype!r}")
+        dtype = _DTYPES[default_dtype]
+        if isinstance(model, MACE):
+            self.model = model.to(device=device, dtype=dtype) if dtype else model.to(device=device)
+        else:
+            self.model = load_model(model, device=device, dtype=dtype)
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.device = torch.device(device)
+        self.dtype = next(self.model.parameters()).dtype
+        self.elements = ElementTable(self.model.config.atomic_numbers)
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes) -> None:
+        properties = properties or ["energy"]
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        cell = np.asarray(atoms.cell)
+        has_volume = bool(atoms.pbc.any()) and abs(np.linalg.det(cell)) > 1e-12
+        if "stress" in properties and not has_volume:
+            raise PropertyNotImplementedError("stress needs a periodic cell with a non-zero volume")
+        graph = build_graph(
+            atoms.positions, atoms.numbers, cell, atoms.pbc, self.model.r_max, self.elements, self.dtype
+        )
+        graph = {k: v.to(self.device) for k, v in graph.items()}
+        out = self.model(graph, compute_forces=True, compute_stress=has_volume)
+        energy = float(out[K.ENERGY].detach().double().sum())
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "forces": out[K.FORCES].detach().double().cpu().numpy(),
+            "energies": out[K.NODE_ENERGY].detach().double().cpu().numpy(),
+        }
+        if has_volume:
+            stress = out[K.STRESS].detach().double().cpu().numpy()[0]
+            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)

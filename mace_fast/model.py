@@ -1,0 +1,207 @@
+"""The MACE model assembled from :mod:`mace_fast.nn`, in plain PyTorch.
+
+This is the reference implementation: every fast kernel is tested against it. The energy
+of a structure is
+
+    E = sum_i E0[z_i] + sum_i (scale * (E_pair,i + sum_layers readout(h_i)) + shift)
+
+and forces, virials and stress are its derivatives with respect to positions and a
+symmetric strain (taken through autograd).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+from . import keys as K
+from .config import ModelConfig
+from .irreps import Irrep, Irreps
+from .nn.interaction import InteractionBlock, scatter_sum
+from .nn.linear import ElementEmbedding, EquivariantLinear
+from .nn.radial import RadialEmbedding
+from .nn.readout import LinearReadout, NonLinearReadout
+from .nn.spherical_harmonics import spherical_harmonics
+from .nn.symmetric_contraction import SymmetricContraction
+from .nn.zbl import ZBLRepulsion
+
+__all__ = ["MACE", "ProductBlock"]
+
+
+class ProductBlock(nn.Module):
+    """Symmetric contraction, a linear map, and the residual: ``[N, C, D] -> [N, hidden.dim]``."""
+
+    def __init__(self, irreps_in: Irreps, irreps_out: Irreps, correlation: int, num_elements: int) -> None:
+        super().__init__()
+        self.symmetric_contraction = SymmetricContraction(irreps_in, irreps_out, correlation, num_elements)
+        self.linear = EquivariantLinear(irreps_out, irreps_out)
+
+    def forward(self, x: torch.Tensor, sc: Optional[torch.Tensor], element: torch.Tensor) -> torch.Tensor:
+        out = self.linear(self.symmetric_contraction(x, element))
+        return out if sc is None else out + sc
+
+
+class MACE(nn.Module):
+    """MACE interatomic potential. ``forward(batch) -> dict`` of energies and derivatives.
+
+    ``batch`` follows :mod:`mace_fast.keys`. Outputs: ``energy [G]``, ``node_energy [N]``,
+    ``interaction_energy [G]`` and, when asked for, ``forces [N, 3]``, ``virials [G, 3, 3]``
+    and ``stress [G, 3, 3]`` (ASE sign convention; zero where the cell has no volume).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        num_elements = len(config.atomic_numbers)
+        hidden = Irreps(config.hidden_irreps)
+        scalars = Irreps([(config.num_channels, Irrep(0, 1))])
+        sh_irreps = Irreps.spherical_harmonics(config.max_ell)
+        target = Irreps([(config.num_channels, ir) for _, ir in sh_irreps])
+        self.sh_irreps = sh_irreps
+
+        self.register_buffer("atomic_numbers", torch.tensor(config.atomic_numbers, dtype=torch.long), persistent=False)
+        self.register_buffer("atomic_energies", torch.tensor(config.atomic_energies, dtype=torch.float64))
+        self.register_buffer("scale", torch.tensor(config.scale, dtype=torch.float64))
+        self.register_buffer("shift", torch.tensor(config.shift, dtype=torch.float64))
+
+        self.node_embedding = ElementEmbedding(num_elements, config.num_channels)
+        self.radial_embedding = RadialEmbedding(
+            config.r_max,
+            config.num_bessel,
+            config.num_polynomial_cutoff,
+            config.distance_transform,
+            config.apply_cutoff,
+        )
+        self.pair_repulsion = ZBLRepulsion(p=config.num_polynomial_cutoff) if config.pair_repulsion else None
+
+        self.interactions = nn.ModuleList()
+        self.products = nn.ModuleList()
+        self.readouts = nn.ModuleList()
+        last = config.num_interactions - 1
+        feats_in = scalars
+        for i in range(config.num_interactions):
+            hidden_out = scalars if i == last else hidden
+            kind = config.interaction_first if i == 0 else config.interaction
+            self.interactions.append(
+                InteractionBlock(
+                    kind=kind,
+                    node_feats_irreps=feats_in,
+                    sh_irreps=sh_irreps,
+                    target_irreps=target,
+                    hidden_irreps=hidden_out,
+                    num_elements=num_elements,
+                    num_radial=config.num_bessel,
+                    radial_mlp=config.radial_mlp,
+                    avg_num_neighbors=config.avg_num_neighbors,
+                    radial_act_scale=config.radial_act_scale,
+                )
+            )
+            per_channel = Irreps([(1, ir) for _, ir in target])
+            self.products.append(ProductBlock(per_channel, hidden_out, config.correlations[i], num_elements))
+            if i == last:
+                self.readouts.append(
+                    NonLinearReadout(hidden_out, Irreps(config.mlp_irreps), config.gate, config.readout_act_scale)
+                )
+            else:
+                self.readouts.append(LinearReadout(hidden_out))
+            feats_in = hidden_out
+
+    @property
+    def r_max(self) -> float:
+        return self.config.r_max
+
+    def save(self, path, metadata: Optional[dict] = None) -> None:
+        """Write a model file (see :mod:`mace_fast.model_file`)."""
+        from .model_file import save_model
+
+        save_model(self, path, metadata)
+
+    def forward(
+        self,
+        batch: Dict[str, torch.Tensor],
+        compute_forces: bool = True,
+        compute_virials: bool = False,
+        compute_stress: bool = False,
+        training: bool = False,
+    ) -> Dict[str, torch.Tensor]:
+        element = batch[K.ELEMENT_INDEX]
+        edge_index = batch[K.EDGE_INDEX]
+        graph = batch[K.BATCH]
+        num_graphs = batch[K.PTR].numel() - 1
+        num_nodes = element.shape[0]
+        sender, receiver = edge_index[0], edge_index[1]
+
+        positions = batch[K.POSITIONS]
+        cell = batch[K.CELL].reshape(-1, 3, 3)
+        want_strain = compute_virials or compute_stress
+        if compute_forces or want_strain:
+            positions = positions.detach().requires_grad_(True)
+        displacement = None
+        if want_strain:
+            # Derivative with respect to a symmetric strain applied to positions and cell.
+            displacement = torch.zeros((num_graphs, 3, 3), dtype=positions.dtype, device=positions.device)
+            displacement.requires_grad_(True)
+            strain = 0.5 * (displacement + displacement.transpose(-1, -2))
+            pos = positions + torch.einsum("ni,nij->nj", positions, strain[graph])
+            cell = cell + torch.matmul(cell, strain)
+            shifts = torch.einsum("ei,eij->ej", batch[K.UNIT_SHIFTS].to(pos.dtype), cell[graph[sender]])
+        else:
+            pos = positions
+            shifts = batch[K.SHIFTS]
+
+        vectors = pos[receiver] - pos[sender] + shifts  # [E, 3]
+        lengths = torch.linalg.norm(vectors, dim=-1, keepdim=True)  # [E, 1]
+        z = self.atomic_numbers[element]
+
+        node_e0 = self.atomic_energies.to(pos.dtype)[element]
+        sh = spherical_harmonics(vectors, self.config.max_ell)
+        edge_feats, cutoff = self.radial_embedding(lengths, z[sender], z[receiver])
+
+        node_energies: List[torch.Tensor] = []
+        if self.pair_repulsion is not None:
+            node_energies.append(self.pair_repulsion(lengths, z[sender], z[receiver], receiver, num_nodes))
+        feats = self.node_embedding(element)
+        for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
+            x, sc = interaction(feats, element, sh, edge_feats, edge_index, cutoff)
+            feats = product(x, sc, element)
+            node_energies.append(readout(feats))
+
+        node_inter = torch.stack(node_energies, dim=0).sum(dim=0)
+        node_inter = self.scale.to(pos.dtype) * node_inter + self.shift.to(pos.dtype)
+        inter_energy = scatter_sum(node_inter, graph, num_graphs)
+        energy = scatter_sum(node_e0, graph, num_graphs) + inter_energy
+        out = {
+            K.ENERGY: energy,
+            K.NODE_ENERGY: node_e0 + node_inter,
+            K.INTERACTION_ENERGY: inter_energy,
+        }
+        if compute_forces or want_strain:
+            out.update(self._derivatives(inter_energy, positions, displacement, cell, compute_forces, training))
+        return out
+
+    @staticmethod
+    def _derivatives(
+        energy: torch.Tensor,
+        positions: torch.Tensor,
+        displacement: Optional[torch.Tensor],
+        cell: torch.Tensor,
+        compute_forces: bool,
+        training: bool,
+    ) -> Dict[str, torch.Tensor]:
+        inputs = [positions] + ([displacement] if displacement is not None else [])
+        grads = torch.autograd.grad(
+            [energy.sum()], inputs, create_graph=training, retain_graph=training, allow_unused=True
+        )
+        out: Dict[str, torch.Tensor] = {}
+        if compute_forces:
+            g = grads[0]
+            out[K.FORCES] = -g if g is not None else torch.zeros_like(positions)
+        if displacement is not None:
+            g = grads[1] if grads[1] is not None else torch.zeros_like(displacement)
+            volume = torch.linalg.det(cell).abs().reshape(-1, 1, 1)
+            out[K.VIRIALS] = -g
+            out[K.STRESS] = torch.where(volume > 0, g / torch.where(volume > 0, volume, 1.0), 0.0)
+        return out

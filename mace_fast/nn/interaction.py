@@ -1,0 +1,125 @@
+"""MACE interaction blocks: messages from neighbours, aggregated onto each atom.
+
+One class covers the four element-agnostic blocks of mace-torch; they differ in two
+switches:
+
+============================================  ========  =======
+block                                         residual  density
+============================================  ========  =======
+RealAgnosticInteractionBlock                  no        no
+RealAgnosticResidualInteractionBlock          yes       no
+RealAgnosticDensityInteractionBlock           no        yes
+RealAgnosticDensityResidualInteractionBlock   yes       yes
+============================================  ========  =======
+
+``residual``: the skip connection (a per-element linear map of the *input* features) is
+returned for the product block to add; otherwise the per-element map is applied to the
+message itself. ``density``: the message is divided by ``1 + sum_j tanh(f(r_ij)^2)``, a
+learned neighbour density, instead of the fixed average number of neighbours.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..irreps import Irreps
+from .linear import ElementLinear, EquivariantLinear, split_blocks
+from .radial import RadialMLP
+from .tensor_product import ChannelwiseTensorProduct
+
+__all__ = ["INTERACTION_BLOCKS", "InteractionBlock", "scatter_sum"]
+
+INTERACTION_BLOCKS = {
+    "RealAgnosticInteractionBlock": (False, False),
+    "RealAgnosticResidualInteractionBlock": (True, False),
+    "RealAgnosticDensityInteractionBlock": (False, True),
+    "RealAgnosticDensityResidualInteractionBlock": (True, True),
+}
+
+
+def scatter_sum(src: torch.Tensor, index: torch.Tensor, num: int) -> torch.Tensor:
+    """Sum rows of ``src [E, ...]`` into ``[num, ...]`` by ``index [E]``."""
+    out = src.new_zeros((num,) + src.shape[1:])
+    return out.index_add(0, index, src)
+
+
+class InteractionBlock(nn.Module):
+    """``(node_feats [N, in], element [N], sh [E, Y], edge_feats [E, B], ...) -> (x [N, C, D], sc)``.
+
+    ``x`` is the aggregated message reshaped per channel for the symmetric contraction
+    (``D = sum (2l+1)`` over ``target_irreps``); ``sc`` is ``[N, hidden_irreps.dim]`` for
+    residual blocks and ``None`` otherwise.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        node_feats_irreps: Irreps,
+        sh_irreps: Irreps,
+        target_irreps: Irreps,
+        hidden_irreps: Irreps,
+        num_elements: int,
+        num_radial: int,
+        radial_mlp: List[int],
+        avg_num_neighbors: float,
+        radial_act_scale: Optional[float] = None,
+    ) -> None:
+        super().__init__()
+        if kind not in INTERACTION_BLOCKS:
+            raise ValueError(f"unknown interaction block {kind!r}; choose from {sorted(INTERACTION_BLOCKS)}")
+        self.kind = kind
+        self.residual, self.density = INTERACTION_BLOCKS[kind]
+        self.node_feats_irreps = Irreps(node_feats_irreps)
+        self.target_irreps = Irreps(target_irreps)
+        self.hidden_irreps = Irreps(hidden_irreps)
+        self.avg_num_neighbors = float(avg_num_neighbors)
+
+        self.linear_up = EquivariantLinear(self.node_feats_irreps, self.node_feats_irreps)
+        self.conv_tp = ChannelwiseTensorProduct(self.node_feats_irreps, Irreps(sh_irreps), self.target_irreps)
+        self.radial_mlp = RadialMLP([num_radial] + list(radial_mlp) + [self.conv_tp.weight_numel], "silu", radial_act_scale)
+        self.linear = EquivariantLinear(self.conv_tp.irreps_out, self.target_irreps)
+        if self.residual:
+            self.skip = ElementLinear(self.node_feats_irreps, self.hidden_irreps, num_elements)
+        else:
+            self.skip = ElementLinear(self.target_irreps, self.target_irreps, num_elements)
+        if self.density:
+            self.density_mlp = RadialMLP([num_radial, 1], "silu", radial_act_scale)
+
+    def forward(
+        self,
+        node_feats: torch.Tensor,
+        element: torch.Tensor,
+        sh: torch.Tensor,
+        edge_feats: torch.Tensor,
+        edge_index: torch.Tensor,
+        cutoff: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        sender, receiver = edge_index[0], edge_index[1]
+        num_nodes = node_feats.shape[0]
+        sc = self.skip(node_feats, element) if self.residual else None
+
+        h = self.linear_up(node_feats)
+        weights = self.radial_mlp(edge_feats)
+        if cutoff is not None:
+            weights = weights * cutoff
+        messages = self.conv_tp(h[sender], sh, weights)
+        message = scatter_sum(messages, receiver, num_nodes)
+        message = self.linear(message)
+
+        if self.density:
+            edge_density = torch.tanh(self.density_mlp(edge_feats) ** 2)
+            if cutoff is not None:
+                edge_density = edge_density * cutoff
+            message = message / (scatter_sum(edge_density, receiver, num_nodes) + 1)
+        else:
+            message = message / self.avg_num_neighbors
+        if not self.residual:
+            message = self.skip(message, element)
+        return self.per_channel(message), sc
+
+    def per_channel(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, target_irreps.dim] -> [N, C, D]``: each channel's components side by side."""
+        return torch.cat(split_blocks(x, self.target_irreps), dim=-1)

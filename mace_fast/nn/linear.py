@@ -1,0 +1,122 @@
+"""Equivariant linear maps on irreps features (``mul_ir`` layout, see :mod:`mace_fast.irreps`).
+
+A linear map can only mix channels of the same irrep. Every output block gets one weight
+``[fan_in, mul_out]`` over all input channels of its irrep (input blocks of that irrep
+concatenated in order), scaled by ``1/sqrt(fan_in)`` — e3nn's "element" path
+normalisation, so weights are standard-normal at initialisation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Tuple
+
+import torch
+from torch import nn
+
+from ..irreps import Irrep, Irreps
+
+__all__ = ["EquivariantLinear", "ElementLinear", "ElementEmbedding", "split_blocks"]
+
+
+def split_blocks(x: torch.Tensor, irreps: Irreps) -> List[torch.Tensor]:
+    """``[N, irreps.dim]`` -> one ``[N, mul, 2l+1]`` view per block."""
+    return [x[:, s].reshape(x.shape[0], mul, ir.dim) for s, (mul, ir) in zip(irreps.slices(), irreps)]
+
+
+def _inputs_by_irrep(irreps_in: Irreps, ir: Irrep) -> Tuple[List[int], int]:
+    idx = [i for i, (_, ir_in) in enumerate(irreps_in) if ir_in == ir]
+    return idx, sum(irreps_in[i][0] for i in idx)
+
+
+class EquivariantLinear(nn.Module):
+    """``[N, irreps_in.dim] -> [N, irreps_out.dim]``; output irreps absent from the input are zero.
+
+    ``weights[k]`` is ``[fan_in_k, mul_out_k]`` for output block ``k`` (empty if fan_in is 0).
+    """
+
+    def __init__(self, irreps_in: Irreps, irreps_out: Irreps) -> None:
+        super().__init__()
+        self.irreps_in = Irreps(irreps_in)
+        self.irreps_out = Irreps(irreps_out)
+        self.sources: List[List[int]] = []
+        weights = []
+        for mul_out, ir in self.irreps_out:
+            idx, fan_in = _inputs_by_irrep(self.irreps_in, ir)
+            self.sources.append(idx)
+            weights.append(nn.Parameter(torch.randn(fan_in, mul_out)))
+        self.weights = nn.ParameterList(weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blocks = split_blocks(x, self.irreps_in)
+        outs = []
+        for (mul_out, ir), idx, w in zip(self.irreps_out, self.sources, self.weights):
+            if not idx:
+                outs.append(x.new_zeros(x.shape[0], mul_out * ir.dim))
+                continue
+            xin = torch.cat([blocks[i] for i in idx], dim=1) if len(idx) > 1 else blocks[idx[0]]
+            out = torch.einsum("nid,io->nod", xin, w / math.sqrt(w.shape[0]))
+            outs.append(out.reshape(x.shape[0], mul_out * ir.dim))
+        return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+
+
+class ElementLinear(nn.Module):
+    """A linear map with a separate weight per element of the receiving atom.
+
+    ``x [N, irreps_in.dim], element [N] -> [N, irreps_out.dim]``. This is MACE's "skip"
+    tensor product of the features with the one-hot element vector; ``weights[k]`` is
+    ``[num_elements, fan_in_k, mul_out_k]`` and the scale ``1/sqrt(fan_in * num_elements)``.
+    """
+
+    def __init__(self, irreps_in: Irreps, irreps_out: Irreps, num_elements: int) -> None:
+        super().__init__()
+        self.irreps_in = Irreps(irreps_in)
+        self.irreps_out = Irreps(irreps_out)
+        self.num_elements = num_elements
+        self.sources: List[List[int]] = []
+        weights = []
+        for mul_out, ir in self.irreps_out:
+            idx, fan_in = _inputs_by_irrep(self.irreps_in, ir)
+            self.sources.append(idx)
+            weights.append(nn.Parameter(torch.randn(num_elements, fan_in, mul_out)))
+        self.weights = nn.ParameterList(weights)
+
+    def forward(self, x: torch.Tensor, element: torch.Tensor) -> torch.Tensor:
+        blocks = split_blocks(x, self.irreps_in)
+        outs = []
+        for (mul_out, ir), idx, w in zip(self.irreps_out, self.sources, self.weights):
+            if not idx:
+                outs.append(x.new_zeros(x.shape[0], mul_out * ir.dim))
+                continue
+            xin = torch.cat([blocks[i] for i in idx], dim=1) if len(idx) > 1 else blocks[idx[0]]
+            w = w / math.sqrt(w.shape[1] * self.num_elements)
+            outs.append(_per_element_matmul(xin, element, w).reshape(x.shape[0], mul_out * ir.dim))
+        return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+
+
+def _per_element_matmul(x: torch.Tensor, element: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x [N, i, d], element [N], w [Z, i, o] -> [N, o, d]`` with ``w[element[n]]`` per atom.
+
+    Atoms are grouped by element so that each group is one matrix product; gathering a
+    weight per atom would cost ``N * i * o`` memory.
+    """
+    out = x.new_zeros(x.shape[0], w.shape[2], x.shape[2])
+    for z in torch.unique(element).tolist():
+        sel = (element == z).nonzero().squeeze(1)
+        out = out.index_copy(0, sel, torch.einsum("nid,io->nod", x[sel], w[z]))
+    return out
+
+
+class ElementEmbedding(nn.Module):
+    """Learned scalar features of each element: ``element [N] -> [N, num_channels]``.
+
+    Equal to a linear map of the one-hot element vector with e3nn normalisation:
+    ``weight[z] / sqrt(num_elements)``; ``weight`` is ``[num_elements, num_channels]``.
+    """
+
+    def __init__(self, num_elements: int, num_channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_elements, num_channels))
+
+    def forward(self, element: torch.Tensor) -> torch.Tensor:
+        return self.weight[element] / math.sqrt(self.weight.shape[0])
