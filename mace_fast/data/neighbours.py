@@ -177,14 +177,11 @@ def _search_box(
     if periodic:
         # Rows of vt past the rank span the orthogonal complement of the periodic rows.
         _, _, vt = np.linalg.svd(cell[periodic])
-        axes = vt[len(periodic):].copy()
+        axes = vt[len(periodic):]
     else:
         axes = np.eye(3)
 
     search_cell = cell.copy()
-    search_cell[free] = axes
-    if np.linalg.det(search_cell) < 0:  # keep the search cell right-handed
-        axes[0] = -axes[0]
     translation = np.zeros(3)
     for k, axis in zip(free, axes):
         height = positions @ axis

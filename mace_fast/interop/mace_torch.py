@@ -145,7 +145,13 @@ def _skip_blocks(tp) -> List[torch.Tensor]:
     per_out: Dict[int, List] = {k: [] for k in range(len(tp.irreps_out))}
     for _, ins, w in tp.weight_views(yield_instruction=True):
         per_out[ins.i_out].append((ins.i_in1, w.detach().permute(1, 0, 2)))
-    return [torch.cat([w for _, w in sorted(per_out[k], key=lambda t: t[0])], dim=1) for k in range(len(tp.irreps_out))]
+    num_elements = tp.irreps_in2.num_irreps
+    blocks = []
+    for k, (mul_out, _) in enumerate(tp.irreps_out):
+        parts = [w for _, w in sorted(per_out[k], key=lambda t: t[0])]
+        empty = torch.zeros(num_elements, 0, mul_out, dtype=tp.weight.dtype)
+        blocks.append(torch.cat(parts, dim=1) if parts else empty)
+    return blocks
 
 
 def _symmetrise(u: torch.Tensor, degree: int) -> torch.Tensor:

@@ -50,6 +50,7 @@ def test_energy_forces_stress_match(models, structure, dtype):
     errors = {
         "energy": relative_error(out[K.ENERGY], expected["energy"]),
         "forces": relative_error(out[K.FORCES], expected["forces"]),
+        "interaction_energy": relative_error(out[K.INTERACTION_ENERGY], expected["interaction_energy"]),
         "node_energy": relative_error(out[K.NODE_ENERGY], expected["node_energy"]),
     }
     if structure != "molecule":
