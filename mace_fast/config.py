@@ -50,6 +50,17 @@ class ModelConfig:
     readout_act_scale: Optional[float] = None
 
     def __post_init__(self) -> None:
+        # Plain Python types only: the config is stored in weights-only model files.
+        self.atomic_numbers = [int(z) for z in self.atomic_numbers]
+        self.atomic_energies = [float(e) for e in self.atomic_energies]
+        self.radial_mlp = [int(h) for h in self.radial_mlp]
+        if not isinstance(self.correlation, int):
+            self.correlation = [int(c) for c in self.correlation]
+        for name in ("r_max", "avg_num_neighbors", "scale", "shift"):
+            setattr(self, name, float(getattr(self, name)))
+        for name in ("radial_act_scale", "readout_act_scale"):
+            if getattr(self, name) is not None:
+                setattr(self, name, float(getattr(self, name)))
         self.validate()
 
     @property

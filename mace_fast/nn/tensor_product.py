@@ -98,5 +98,5 @@ class ChannelwiseTensorProduct(nn.Module):
             else:
                 a = torch.einsum("ijk,ej->eik", cg, y)  # [E, 2l1+1, 2l3+1]
                 out = torch.bmm(xb * w.unsqueeze(-1), a)  # [E, mul, 2l3+1]
-            outs.append(out.reshape(out.shape[0], -1))
+            outs.append(out.reshape(out.shape[0], p.mul * p.ir_out.dim))
         return torch.cat(outs, dim=1)

@@ -1,0 +1,111 @@
+"""Wigner 3j tensors and Wigner D matrices against e3nn and against their defining properties."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from mace_fast.nn.clebsch_gordan import random_rotation, wigner_3j, wigner_D
+from mace_fast.nn.spherical_harmonics import spherical_harmonics
+
+
+def _triples(lmax):
+    return [t for t in itertools.product(range(lmax + 1), repeat=3) if abs(t[0] - t[1]) <= t[2] <= t[0] + t[1]]
+
+
+def _axis_angle(axis, angle):
+    """Rotation matrix by Rodrigues' formula (float64)."""
+    n = axis / axis.norm()
+    k = torch.tensor([[0, -n[2], n[1]], [n[2], 0, -n[0]], [-n[1], n[0], 0]], dtype=torch.float64)
+    return torch.eye(3, dtype=torch.float64) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k
+
+
+def test_wigner_3j_matches_e3nn_all_orders():
+    o3 = pytest.importorskip("e3nn.o3")
+    for l1, l2, l3 in _triples(4):
+        ours = wigner_3j(l1, l2, l3)
+        assert ours.shape == (2 * l1 + 1, 2 * l2 + 1, 2 * l3 + 1) and ours.dtype == torch.float64
+        ref = o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
+        assert (ours - ref).abs().max() < 1e-12, (l1, l2, l3)
+
+
+def test_wigner_3j_matches_e3nn_high_degrees():
+    o3 = pytest.importorskip("e3nn.o3")
+    for l1, l2, l3 in _triples(8):
+        if l1 <= l2 <= l3 and l3 >= 5:
+            ref = o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
+            assert (wigner_3j(l1, l2, l3) - ref).abs().max() < 1e-12, (l1, l2, l3)
+
+
+def test_wigner_3j_norm_dtype_and_cache_isolation():
+    c = wigner_3j(2, 3, 4, dtype=torch.float32)
+    assert c.dtype == torch.float32
+    assert abs(c.double().norm().item() - 1) < 1e-6
+    c64 = wigner_3j(2, 3, 4)
+    c64.mul_(0)  # the caller owns its copy: the cache is untouched
+    assert abs(wigner_3j(2, 3, 4).norm().item() - 1) < 1e-14
+    with pytest.raises(ValueError):
+        wigner_3j(1, 1, 3)
+
+
+@pytest.mark.parametrize("l1,l2,l3", [(1, 1, 1), (1, 2, 3), (2, 2, 2), (2, 3, 4), (3, 3, 5), (4, 6, 8)])
+def test_wigner_3j_invariance(rng, l1, l2, l3):
+    c = wigner_3j(l1, l2, l3)
+    for _ in range(3):
+        rot = random_rotation(rng)
+        d1, d2, d3 = wigner_D(l1, rot), wigner_D(l2, rot), wigner_D(l3, rot)
+        rotated = torch.einsum("ijk,ia,jb,kc->abc", c, d1, d2, d3)
+        assert (rotated - c).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("l", [0, 1, 2, 3])
+def test_wigner_D_matches_e3nn(rng, l):
+    o3 = pytest.importorskip("e3nn.o3")
+    for _ in range(4):
+        rot = random_rotation(rng)
+        ref = o3.Irrep(l, (-1) ** l).D_from_matrix(rot)
+        # e3nn goes through Euler angles, whose accuracy degrades near the identity.
+        torch.testing.assert_close(wigner_D(l, rot), ref, atol=1e-10, rtol=0)
+
+
+def test_wigner_D_l1_is_the_rotation(rng):
+    rot = random_rotation(rng)
+    torch.testing.assert_close(wigner_D(1, rot), rot, atol=1e-14, rtol=0)
+    assert torch.equal(wigner_D(0, rot), torch.ones(1, 1, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("l", [2, 5])
+def test_wigner_D_is_an_orthogonal_representation(rng, l):
+    r1, r2 = random_rotation(rng), random_rotation(rng)
+    d1, d2, d12 = wigner_D(l, r1), wigner_D(l, r2), wigner_D(l, r1 @ r2)
+    torch.testing.assert_close(d12, d1 @ d2, atol=1e-12, rtol=0)
+    torch.testing.assert_close(d1 @ d1.T, torch.eye(2 * l + 1, dtype=torch.float64), atol=1e-13, rtol=0)
+    batched = wigner_D(l, torch.stack([r1, r2]))
+    assert batched.shape == (2, 2 * l + 1, 2 * l + 1)
+    torch.testing.assert_close(batched[1], d2, atol=1e-14, rtol=0)
+
+
+@pytest.mark.parametrize("angle", [0.0, 1e-11, 1e-6, 1.0, math.pi - 1e-9, math.pi])
+def test_wigner_D_equivariance_at_awkward_angles(rng, angle):
+    """Near the identity and near half-turns the rotation's axis is hard to recover."""
+    rot = _axis_angle(torch.randn(3, generator=rng, dtype=torch.float64), angle)
+    x = torch.randn(20, 3, generator=rng, dtype=torch.float64)
+    y, y_rot = spherical_harmonics(x, 4), spherical_harmonics(x @ rot.T, 4)
+    for l in range(5):
+        block = slice(l * l, (l + 1) ** 2)
+        torch.testing.assert_close(y_rot[:, block], y[:, block] @ wigner_D(l, rot).T, atol=1e-12, rtol=0)
+
+
+def test_wigner_D_rejects_improper_rotations(rng):
+    with pytest.raises(ValueError):
+        wigner_D(2, -random_rotation(rng))
+
+
+def test_random_rotation(rng):
+    rot = random_rotation(rng)
+    torch.testing.assert_close(rot @ rot.T, torch.eye(3, dtype=torch.float64), atol=1e-14, rtol=0)
+    assert abs(torch.linalg.det(rot).item() - 1) < 1e-14
+    assert random_rotation(dtype=torch.float32).dtype == torch.float32
+    seeded = [random_rotation(torch.Generator().manual_seed(7)) for _ in range(2)]
+    assert torch.equal(seeded[0], seeded[1])
