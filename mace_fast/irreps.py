@@ -44,8 +44,8 @@ class Irrep:
 
     @property
     def sort_key(self) -> tuple:
-        """e3nn's order: by l, then the "natural" parity (-1)^l first."""
-        return (self.l, -self.p * (-1) ** self.l)
+        """e3nn's order: by l, then odd before even parity."""
+        return (self.l, self.p)
 
     def __mul__(self, other: "Irrep") -> List["Irrep"]:
         """Irreps in the product of two irreps: |l1-l2| <= l <= l1+l2, parity p1*p2."""

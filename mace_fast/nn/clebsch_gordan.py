@@ -75,7 +75,8 @@ def _wigner_3j_sorted(l1: int, l2: int, l3: int) -> torch.Tensor:
     for m1 in range(-l1, l1 + 1):
         for m2 in range(-l2, l2 + 1):
             if abs(m1 + m2) <= l3:
-                cg[l1 + m1, l2 + m2, l3 + m1 + m2] = _clebsch_gordan_complex(l1, m1, l2, m2, l3, m1 + m2)
+                m3 = m1 + m2
+                cg[l1 + m1, l2 + m2, l3 + m3] = _clebsch_gordan_complex(l1, m1, l2, m2, l3, m3)
     # Intertwiner V1 (x) V2 -> V3 in the real basis: inputs via Q^dagger, output via Q.
     q1, q2, q3 = _real_from_complex(l1), _real_from_complex(l2), _real_from_complex(l3)
     c = torch.einsum("abc,ia,jb,kc->ijk", cg, q1.conj(), q2.conj(), q3)
@@ -159,8 +160,7 @@ def _rotation_vector(rotation: torch.Tensor) -> torch.Tensor:
         ],
         -2,
     )
-    pivots = torch.stack([1 + r00 + r11 + r22, 1 + r00 - r11 - r22, 1 - r00 + r11 - r22, 1 - r00 - r11 + r22], -1)
-    best = pivots.argmax(-1)
+    best = torch.diagonal(cands, dim1=-2, dim2=-1).argmax(-1)  # each candidate's pivot
     quat = torch.gather(cands, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
     quat = quat / quat.norm(dim=-1, keepdim=True)
     quat = torch.where(quat[..., :1] < 0, -quat, quat)  # w >= 0: angle in [0, pi]
@@ -190,7 +190,8 @@ def random_rotation(
     generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float64
 ) -> torch.Tensor:
     """A Haar-random proper rotation matrix ``[3, 3]`` (from a normalised Gaussian quaternion)."""
-    w, x, y, z = torch.nn.functional.normalize(torch.randn(4, generator=generator, dtype=torch.float64), dim=0)
+    quat = torch.randn(4, generator=generator, dtype=torch.float64)
+    w, x, y, z = quat / quat.norm()
     rot = torch.stack(
         [
             torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)]),

@@ -63,7 +63,8 @@ def _coupling_paths(ls: Sequence[int], l_out: int) -> List[torch.Tensor]:
 
 def _stabiliser(key: Sequence[int]) -> List[Tuple[int, ...]]:
     """Permutations of positions that leave the tuple ``key`` unchanged."""
-    return [p for p in itertools.permutations(range(len(key))) if all(key[i] == key[j] for i, j in enumerate(p))]
+    perms = itertools.permutations(range(len(key)))
+    return [p for p in perms if all(key[i] == key[j] for i, j in enumerate(p))]
 
 
 def _block_basis(ls: Sequence[int], key: Sequence[int], l_out: int) -> List[torch.Tensor]:

@@ -88,12 +88,12 @@ def test_orthonormal_symmetric_equivariant(rng, irreps_in, ir_out, nu):
         assert _max_abs(u.permute((0,) + p + (nu + 1,)) - u) < 1e-13
     # Random rotations, the inversion, and an improper rotation (inversion times rotation).
     parity_in = torch.diag(torch.tensor([ir.p for mul, ir in irreps for _ in range(mul * ir.dim)], dtype=torch.float64))
-    for _ in range(2):
-        rot = random_rotation(rng)
-        d_in, d_out = _block_diag_D(irreps, rot), wigner_D(out.l, rot)
-        for d_i, d_o in [(d_in, d_out), (parity_in, out.p * torch.eye(out.dim, dtype=torch.float64)), (parity_in @ d_in, out.p * d_out)]:
-            lhs, rhs = _act(u, d_i, d_o)
-            assert _max_abs(lhs - rhs) < 1e-12
+    rot = random_rotation(rng)
+    d_in, d_out = _block_diag_D(irreps, rot), wigner_D(out.l, rot)
+    inversion = (parity_in, out.p * torch.eye(out.dim, dtype=torch.float64))
+    for d_i, d_o in [(d_in, d_out), inversion, (parity_in @ d_in, out.p * d_out)]:
+        lhs, rhs = _act(u, d_i, d_o)
+        assert _max_abs(lhs - rhs) < 1e-12
 
 
 @pytest.mark.parametrize("irreps_in,ir_out,nu", CASES + [("0e+1o+2e", "2e", 4), ("1o+1e", "0o", 3), ("2x0e+1o", "1o", 2)])
@@ -103,7 +103,9 @@ def test_dimension_matches_characters(irreps_in, ir_out, nu):
     assert k == _character_multiplicity(irreps, out, nu)
 
 
-MACE_CASES = [c for c in CASES if not (c[0] == "0e+1o+2e+3o" and c[2] == 3 and c[1] in ("1e", "3o"))]
+# mace-torch needs ~3 s per lmax-3 correlation-3 basis: keep two of those (the character
+# test above covers the rest exactly).
+MACE_CASES = [c for c in CASES if not (c[0] == "0e+1o+2e+3o" and c[2] == 3 and c[1] not in ("1o", "2e"))]
 
 
 @pytest.mark.parametrize("irreps_in,ir_out,nu", MACE_CASES)
@@ -161,12 +163,8 @@ def test_fast_enough_for_lmax3_correlation3():
 IRREPS_EXAMPLES = ["2x1o+0e", "1o+1o+1e+0e+0e+1o", "1o+2e+1o+1o+0e+0e", "2x0e+0x1o+3x0e"]
 # Same l with both parities: e3nn orders them odd first (its Irrep sorts as the tuple (l, p)).
 MIXED_PARITY = ["1e+1o+0o+0e", "3x2e+1x1o+2x1e+0e+4x0o", "0o+0e+2o+2e+1e+1o+3o+3e"]
-SORT_BUG = pytest.mark.xfail(
-    strict=True, reason="Irreps.sort puts natural parity first; e3nn sorts (l, p) so 0o < 0e and 2o < 2e"
-)
 
-
-@pytest.mark.parametrize("text", IRREPS_EXAMPLES + [pytest.param(t, marks=SORT_BUG) for t in MIXED_PARITY])
+@pytest.mark.parametrize("text", IRREPS_EXAMPLES + MIXED_PARITY)
 def test_irreps_sort_matches_e3nn(text):
     o3 = pytest.importorskip("e3nn.o3")
     assert str(Irreps(text).sort()) == str(o3.Irreps(text).sort().irreps)
