@@ -51,10 +51,13 @@ class MACE(nn.Module):
     and ``stress [G, 3, 3]`` (ASE sign convention; zero where the cell has no volume).
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    BACKENDS = ("auto", "torch", "cuda")
+
+    def __init__(self, config: ModelConfig, backend: str = "torch") -> None:
         super().__init__()
         config.validate()
         self.config = config
+        self.set_backend(backend)
         num_elements = len(config.atomic_numbers)
         hidden = Irreps(config.hidden_irreps)
         scalars = Irreps([(config.num_channels, Irrep(0, 1))])
@@ -113,6 +116,47 @@ class MACE(nn.Module):
     def r_max(self) -> float:
         return self.config.r_max
 
+    def set_backend(self, backend: str) -> "MACE":
+        """``"torch"`` (reference), ``"cuda"`` (fused kernels) or ``"auto"``.
+
+        The backend never changes the parameters. ``auto`` uses the kernels on a CUDA device
+        when they build and the call is not a training step (the kernels have no double
+        backward yet), and says once why when it falls back.
+        """
+        if backend not in self.BACKENDS:
+            raise ValueError(f"backend must be one of {self.BACKENDS}, got {backend!r}")
+        self.backend = backend
+        self._fallback_said = False
+        return self
+
+    def _use_kernels(self, device: torch.device, training: bool) -> bool:
+        if self.backend == "torch":
+            return False
+        reason = None
+        if device.type != "cuda":
+            if self.backend == "cuda":
+                raise RuntimeError(f"backend='cuda' needs the model on a CUDA device, not {device.type}")
+            return False  # nothing to fall back from: the kernels are for GPUs
+        if training:
+            reason = "training needs double backward, which the kernels do not have yet"
+        if self.backend == "cuda" and reason:
+            raise RuntimeError(f"backend='cuda' cannot be used: {reason}")
+        if reason is None:
+            try:
+                from .ops.build import kernels_dir
+
+                kernels_dir()
+            except Exception as err:  # pragma: no cover - depends on the install
+                reason = str(err)
+                if self.backend == "cuda":
+                    raise
+        if reason and not self._fallback_said:
+            import warnings
+
+            warnings.warn(f"mace_fast: backend 'auto' uses the torch reference: {reason}", stacklevel=3)
+            self._fallback_said = True
+        return reason is None
+
     def save(self, path, metadata: Optional[dict] = None) -> None:
         """Write a model file (see :mod:`mace_fast.model_file`)."""
         from .model_file import save_model
@@ -152,7 +196,15 @@ class MACE(nn.Module):
             pos = positions
             shifts = batch[K.SHIFTS]
 
-        vectors = pos[receiver] - pos[sender] + shifts  # [E, 3]
+        csr = None
+        if self._use_kernels(positions.device, training):
+            from .ops.channelwise_tp import edge_csr
+            from .ops.segment import edge_vectors
+
+            csr = edge_csr(edge_index, batch[K.EDGE_PTR], num_nodes)
+            vectors = edge_vectors(pos, shifts, csr)
+        else:
+            vectors = pos[receiver] - pos[sender] + shifts  # [E, 3]
         lengths = torch.linalg.norm(vectors, dim=-1, keepdim=True)  # [E, 1]
         z = self.atomic_numbers[element]
 
@@ -165,7 +217,7 @@ class MACE(nn.Module):
             node_energies.append(self.pair_repulsion(lengths, z[sender], z[receiver], receiver, num_nodes))
         feats = self.node_embedding(element)
         for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
-            x, sc = interaction(feats, element, sh, edge_feats, edge_index, cutoff)
+            x, sc = interaction(feats, element, sh, edge_feats, edge_index, cutoff, csr)
             feats = product(x, sc, element)
             node_energies.append(readout(feats))
 

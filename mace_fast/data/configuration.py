@@ -193,6 +193,8 @@ def configuration_from_atoms(
 def as_finite_array(value, where: str, key: str) -> np.ndarray:
     """Finite float64 array, or an InputError naming the key."""
     try:
+        if np.asarray(value).dtype == bool:  # extxyz parses "T"/"F" as booleans
+            raise TypeError("booleans are not labels")
         array = np.array(value, dtype=np.float64)
     except (TypeError, ValueError) as error:
         raise InputError(f"{where}: key {key!r} is not numeric: {value!r}") from error

@@ -120,18 +120,19 @@ def build_graph(
     """
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise InputError(f"dtype must be a floating torch dtype, got {dtype!r}")
+    # neighbour_list validates positions, cell and pbc first.
+    sender, receiver, unit_shifts = neighbour_list(
+        positions, cutoff, cell, pbc, min_distance=min_distance
+    )
     positions = np.asarray(positions, dtype=np.float64)
     atomic_numbers = np.asarray(atomic_numbers)
-    if atomic_numbers.ndim != 1 or atomic_numbers.shape[0] != positions.shape[0]:
+    if atomic_numbers.shape != positions.shape[:1]:
         raise InputError(
             f"atomic_numbers has shape {atomic_numbers.shape}, expected "
             f"[{positions.shape[0]}] to match positions {positions.shape}"
         )
     element_index = elements.index(atomic_numbers)
-    sender, receiver, unit_shifts = neighbour_list(
-        positions, cutoff, cell, pbc, min_distance=min_distance
-    )
-    # neighbour_list has validated the cell; zeros stand for "no cell".
+    # Zeros stand for "no cell".
     cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
     num_atoms = positions.shape[0]
     # Receivers are sorted, so each atom's edges form one contiguous run.

@@ -117,7 +117,10 @@ def _check_positive(name: str, value, allow_zero: bool = False) -> float:
 
 
 def _check_pbc(pbc) -> Tuple[bool, bool, bool]:
-    flags = tuple(pbc) if not isinstance(pbc, (bool, np.bool_)) else (pbc,)
+    try:
+        flags = tuple(pbc)
+    except TypeError:
+        flags = ()
     if len(flags) != 3 or not all(isinstance(f, (bool, np.bool_)) for f in flags):
         raise InputError(f"pbc must be three booleans, got {pbc!r}")
     return tuple(bool(f) for f in flags)

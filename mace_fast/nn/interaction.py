@@ -20,7 +20,7 @@ learned neighbour density, instead of the fixed average number of neighbours.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -29,6 +29,9 @@ from ..irreps import Irreps
 from .linear import ElementLinear, EquivariantLinear, split_blocks
 from .radial import RadialMLP
 from .tensor_product import ChannelwiseTensorProduct
+
+if TYPE_CHECKING:
+    from ..ops.channelwise_tp import EdgeCSR
 
 __all__ = ["INTERACTION_BLOCKS", "InteractionBlock", "scatter_sum"]
 
@@ -87,6 +90,7 @@ class InteractionBlock(nn.Module):
             self.skip = ElementLinear(self.target_irreps, self.target_irreps, num_elements)
         if self.density:
             self.density_mlp = RadialMLP([num_radial, 1], "silu", radial_act_scale)
+        self._tp_key: Optional[str] = None  # compiled CUDA kernels, on first use
 
     def forward(
         self,
@@ -96,7 +100,9 @@ class InteractionBlock(nn.Module):
         edge_feats: torch.Tensor,
         edge_index: torch.Tensor,
         cutoff: Optional[torch.Tensor] = None,
+        csr: Optional["EdgeCSR"] = None,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """With ``csr`` (the CUDA backend) the fused kernel replaces gather, product and sum."""
         sender, receiver = edge_index[0], edge_index[1]
         num_nodes = node_feats.shape[0]
         sc = self.skip(node_feats, element) if self.residual else None
@@ -105,15 +111,27 @@ class InteractionBlock(nn.Module):
         weights = self.radial_mlp(edge_feats)
         if cutoff is not None:
             weights = weights * cutoff
-        messages = self.conv_tp(h[sender], sh, weights)
-        message = scatter_sum(messages, receiver, num_nodes)
+        if csr is None:
+            message = scatter_sum(self.conv_tp(h[sender], sh, weights), receiver, num_nodes)
+        else:
+            from ..ops.channelwise_tp import compile_tp, tp_aggregate
+
+            if self._tp_key is None:
+                self._tp_key = compile_tp(self.conv_tp)
+            message = tp_aggregate(h, sh, weights, csr, self._tp_key, self.node_feats_irreps[0][0])
         message = self.linear(message)
 
         if self.density:
             edge_density = torch.tanh(self.density_mlp(edge_feats) ** 2)
             if cutoff is not None:
                 edge_density = edge_density * cutoff
-            message = message / (scatter_sum(edge_density, receiver, num_nodes) + 1)
+            if csr is None:
+                density = scatter_sum(edge_density, receiver, num_nodes)
+            else:
+                from ..ops.segment import segment_sum
+
+                density = segment_sum(edge_density, csr.edge_ptr)
+            message = message / (density + 1)
         else:
             message = message / self.avg_num_neighbors
         if not self.residual:

@@ -39,20 +39,39 @@ def random_positions(
             # Fractions outside [0, 1) check that atoms outside the cell are handled.
             fractions = rng.uniform(-0.4, 1.4, (num_atoms, len(periodic)))
             positions = positions + fractions @ cell[periodic]
-        close = oracle_distances(positions, cell, pbc, min_separation)
-        if close.size == 0:
+        if not brute_force_edges(positions, cell, pbc, min_separation):
             return positions
 
 
-def oracle_distances(positions, cell, pbc, cutoff) -> np.ndarray:
-    cell = np.zeros((3, 3)) if cell is None else cell
-    return primitive_neighbor_list(
-        "d", pbc, cell, positions, cutoff, self_interaction=False
-    )
+def brute_force_edges(positions, cell, pbc, cutoff) -> Set[Edge]:
+    """Edge set {(i, j, S)} by trying every image that can possibly be in range."""
+    periodic = [k for k in range(3) if pbc[k]]
+    differences = positions[None, :, :] - positions[:, None, :]  # [i, j] -> pos[j] - pos[i]
+    if periodic:
+        lattice = cell[periodic]  # [P, 3]
+        dual = np.linalg.pinv(lattice)  # [3, P]: x @ dual = lattice coordinates of x
+        fractions = differences @ dual
+        # |f + S| <= cutoff * |dual column| for every image within the cutoff.
+        reach = np.abs(fractions).max() + cutoff * np.linalg.norm(dual, axis=0).max() + 1
+        steps = np.arange(-int(np.ceil(reach)), int(np.ceil(reach)) + 1)
+        grid = np.stack(np.meshgrid(*[steps] * len(periodic), indexing="ij"), -1)
+        images = grid.reshape(-1, len(periodic))
+    else:
+        lattice, images = np.zeros((0, 3)), np.zeros((1, 0))
+    vectors = differences[:, :, None, :] + (images @ lattice)[None, None]
+    i, j, n = np.nonzero(np.linalg.norm(vectors, axis=-1) < cutoff)
+    shifts = np.zeros((len(i), 3), dtype=int)
+    shifts[:, periodic] = images[n]
+    edges = edge_set(i, j, shifts)
+    return {e for e in edges if not (e[0] == e[1] and e[2] == (0, 0, 0))}
 
 
 def oracle_edges(positions, cell, pbc, cutoff) -> Set[Edge]:
-    """ASE's edge set {(i, j, S)}, vector pos[j] - pos[i] + S @ cell, no zero self-edge."""
+    """ASE's edge set {(i, j, S)}, vector pos[j] - pos[i] + S @ cell, no zero self-edge.
+
+    ASE misses edges (and is very slow) when a non-periodic row of the cell is zero
+    and is followed by a periodic one; use :func:`brute_force_edges` for those.
+    """
     cell = np.zeros((3, 3)) if cell is None else cell
     i, j, S = primitive_neighbor_list(
         "ijS", pbc, cell, positions, cutoff, self_interaction=False

@@ -157,6 +157,7 @@ def test_non_finite_value_names_file_frame_and_key(tmp_path, np_rng, key, edit):
         ("REF_stress", [1.0, 2.0, 3.0, 4.0], "3x3 matrix, 9 or 6"),
         ("REF_energy", "high", "not numeric"),
         ("REF_energy", [1.0, 2.0], "one number"),
+        ("REF_energy", True, "not numeric"),
         ("config_weight", -1.0, ">= 0"),
     ],
 )

@@ -1,0 +1,164 @@
+// Channel-wise tensor product of sender features with edge spherical harmonics, aggregated
+// onto receivers by a segment reduction over receiver-sorted edges (CSR), and its backward.
+//
+// This file is a template: mace_fast/ops/codegen.py fills its marker lines with the
+// fully unrolled, sparse Clebsch-Gordan products of one architecture's paths (so every
+// accumulator lives in a register) and compiles it once per architecture.
+//
+// Layouts (all row-major, "mul_ir" feature blocks, see mace_fast/irreps.py):
+//   h    [N, F_in]      sender features, block b = [C, 2 l_b + 1]
+//   sh   [E, S]         spherical harmonics of the edge vector
+//   w    [E, P * C]     per-edge, per-path, per-channel weights (radial MLP output)
+//   out  [N, F_mid]     aggregated messages, path p = [C, 2 l3_p + 1]
+// One thread block per node, one thread per channel; threads >= C only help reduce.
+// Every sum runs in a fixed order: results are bit-identical from run to run.
+
+// Plain CUDA: no torch headers here, so nvcc alone can compile it (the CPU CI does);
+// the torch binding is kernels/channelwise_tp_binding.cpp.
+#include <cstdint>
+#include <cuda_runtime.h>
+
+#include "channelwise_tp.h"
+
+namespace {
+
+constexpr int kMaxWarps = 32;
+
+template <typename scalar_t>
+__global__ void tp_forward_kernel(
+    const scalar_t* __restrict__ h, const scalar_t* __restrict__ sh, const scalar_t* __restrict__ w,
+    const int64_t* __restrict__ sender, const int64_t* __restrict__ edge_ptr, scalar_t* __restrict__ out,
+    int64_t num_nodes, int C) {
+  const int64_t n = blockIdx.x;
+  const int c = threadIdx.x;
+  if (n >= num_nodes || c >= C) return;
+  constexpr int F_IN = @@F_IN@@, S = @@S@@, F_MID = @@F_MID@@, P = @@P@@;
+  (void)F_MID;
+@@ACC_DECL@@
+  const int64_t begin = edge_ptr[n], end = edge_ptr[n + 1];
+  for (int64_t e = begin; e < end; ++e) {
+    const scalar_t* hs = h + sender[e] * F_IN;
+    const scalar_t* ye = sh + e * S;
+    const scalar_t* we = w + e * (int64_t)(P * C) + c;
+@@LOAD_X@@
+@@LOAD_Y@@
+@@LOAD_W@@
+@@FORWARD_ACC@@
+  }
+  scalar_t* o = out + n * F_MID;
+@@STORE_ACC@@
+}
+
+// Receiver-major backward: gradient of the per-edge weights and of the spherical harmonics.
+template <typename scalar_t>
+__global__ void tp_backward_edges_kernel(
+    const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ h, const scalar_t* __restrict__ sh,
+    const scalar_t* __restrict__ w, const int64_t* __restrict__ sender, const int64_t* __restrict__ edge_ptr,
+    scalar_t* __restrict__ grad_w, scalar_t* __restrict__ grad_sh, int64_t num_nodes, int C) {
+  constexpr int F_IN = @@F_IN@@, S = @@S@@, F_MID = @@F_MID@@, P = @@P@@;
+  __shared__ scalar_t partial[2][kMaxWarps][S];
+  const int64_t n = blockIdx.x;
+  if (n >= num_nodes) return;
+  // Threads past the last channel mirror channel 0 (never written) so that every thread
+  // takes part in the reductions below.
+  const bool active = threadIdx.x < C;
+  const int c = active ? threadIdx.x : 0;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, num_warps = (blockDim.x + 31) / 32;
+  const scalar_t* go = grad_out + n * F_MID;
+@@LOAD_G@@
+  const int64_t begin = edge_ptr[n], end = edge_ptr[n + 1];
+  for (int64_t e = begin; e < end; ++e) {
+    const int buf = (e - begin) & 1;
+    const scalar_t* hs = h + sender[e] * F_IN;
+    const scalar_t* ye = sh + e * S;
+    const scalar_t* we = w + e * (int64_t)(P * C) + c;
+    scalar_t* gwe = grad_w + e * (int64_t)(P * C) + c;
+@@LOAD_X@@
+@@LOAD_Y@@
+@@LOAD_W@@
+@@GY_DECL@@
+@@BACKWARD_EDGE@@
+    // Sum the spherical-harmonic gradient over channels: warp shuffles, then warps in order.
+#pragma unroll
+    for (int m = 0; m < S; ++m) {
+      scalar_t v = active ? gy[m] : scalar_t(0);
+      for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffff, v, off);
+      if (lane == 0) partial[buf][warp][m] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < S) {
+      scalar_t total = 0;
+      for (int k = 0; k < num_warps; ++k) total += partial[buf][k][threadIdx.x];
+      grad_sh[e * S + threadIdx.x] = total;
+    }
+  }
+}
+
+// Sender-major backward: gradient of the sender features, summed over each sender's edges.
+template <typename scalar_t>
+__global__ void tp_backward_nodes_kernel(
+    const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ sh, const scalar_t* __restrict__ w,
+    const int64_t* __restrict__ receiver, const int64_t* __restrict__ sender_perm,
+    const int64_t* __restrict__ sender_ptr, scalar_t* __restrict__ grad_h, int64_t num_nodes, int C) {
+  constexpr int F_IN = @@F_IN@@, S = @@S@@, F_MID = @@F_MID@@, P = @@P@@;
+  const int64_t s = blockIdx.x;
+  const int c = threadIdx.x;
+  if (s >= num_nodes || c >= C) return;
+@@GX_DECL@@
+  for (int64_t j = sender_ptr[s]; j < sender_ptr[s + 1]; ++j) {
+    const int64_t e = sender_perm[j];
+    const scalar_t* go = grad_out + receiver[e] * F_MID;
+    const scalar_t* ye = sh + e * S;
+    const scalar_t* we = w + e * (int64_t)(P * C) + c;
+@@LOAD_G@@
+@@LOAD_Y@@
+@@LOAD_W@@
+@@BACKWARD_NODE@@
+  }
+  scalar_t* gh = grad_h + s * F_IN;
+@@STORE_GX@@
+}
+
+int threads_for(int C) { return ((C + 31) / 32) * 32; }
+
+template <typename scalar_t>
+cudaError_t forward_impl(const scalar_t* h, const scalar_t* sh, const scalar_t* w, const int64_t* sender,
+                         const int64_t* edge_ptr, scalar_t* out, int64_t num_nodes, int C, cudaStream_t stream) {
+  if (num_nodes == 0) return cudaSuccess;
+  tp_forward_kernel<scalar_t><<<num_nodes, threads_for(C), 0, stream>>>(h, sh, w, sender, edge_ptr, out, num_nodes, C);
+  return cudaGetLastError();
+}
+
+template <typename scalar_t>
+cudaError_t backward_impl(const scalar_t* grad_out, const scalar_t* h, const scalar_t* sh, const scalar_t* w,
+                          const int64_t* sender, const int64_t* receiver, const int64_t* edge_ptr,
+                          const int64_t* sender_perm, const int64_t* sender_ptr, scalar_t* grad_h,
+                          scalar_t* grad_sh, scalar_t* grad_w, int64_t num_nodes, int C, cudaStream_t stream) {
+  if (num_nodes == 0) return cudaSuccess;
+  tp_backward_edges_kernel<scalar_t><<<num_nodes, threads_for(C), 0, stream>>>(
+      grad_out, h, sh, w, sender, edge_ptr, grad_w, grad_sh, num_nodes, C);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  tp_backward_nodes_kernel<scalar_t><<<num_nodes, threads_for(C), 0, stream>>>(
+      grad_out, sh, w, receiver, sender_perm, sender_ptr, grad_h, num_nodes, C);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+TpDims tp_dims() { return TpDims{@@F_IN@@, @@S@@, @@F_MID@@, @@P@@}; }
+
+#define MACE_FAST_TP_INSTANTIATE(T, SUFFIX)                                                                    \
+  cudaError_t tp_forward_##SUFFIX(const T* h, const T* sh, const T* w, const int64_t* sender,                 \
+                                  const int64_t* edge_ptr, T* out, int64_t n, int C, cudaStream_t s) {        \
+    return forward_impl<T>(h, sh, w, sender, edge_ptr, out, n, C, s);                                         \
+  }                                                                                                           \
+  cudaError_t tp_backward_##SUFFIX(const T* g, const T* h, const T* sh, const T* w, const int64_t* sender,    \
+                                   const int64_t* receiver, const int64_t* edge_ptr, const int64_t* perm,     \
+                                   const int64_t* sptr, T* gh, T* gsh, T* gw, int64_t n, int C,               \
+                                   cudaStream_t s) {                                                          \
+    return backward_impl<T>(g, h, sh, w, sender, receiver, edge_ptr, perm, sptr, gh, gsh, gw, n, C, s);       \
+  }
+
+MACE_FAST_TP_INSTANTIATE(float, f32)
+MACE_FAST_TP_INSTANTIATE(double, f64)

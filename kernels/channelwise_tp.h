@@ -1,0 +1,27 @@
+// Host interface of the generated channel-wise tensor-product kernels (one build per
+// architecture; see channelwise_tp.cu). Pointers are device pointers to contiguous arrays.
+#pragma once
+#include <cstdint>
+#include <cuda_runtime.h>
+
+struct TpDims {
+  int f_in;   // features per node going in  (sum over blocks of C * (2l+1))
+  int s;      // spherical-harmonic components per edge
+  int f_mid;  // aggregated message features per node
+  int paths;  // number of coupling paths (weights per edge = paths * C)
+};
+
+TpDims tp_dims();
+
+cudaError_t tp_forward_f32(const float* h, const float* sh, const float* w, const int64_t* sender,
+                           const int64_t* edge_ptr, float* out, int64_t num_nodes, int C, cudaStream_t stream);
+cudaError_t tp_forward_f64(const double* h, const double* sh, const double* w, const int64_t* sender,
+                           const int64_t* edge_ptr, double* out, int64_t num_nodes, int C, cudaStream_t stream);
+cudaError_t tp_backward_f32(const float* grad_out, const float* h, const float* sh, const float* w,
+                            const int64_t* sender, const int64_t* receiver, const int64_t* edge_ptr,
+                            const int64_t* sender_perm, const int64_t* sender_ptr, float* grad_h, float* grad_sh,
+                            float* grad_w, int64_t num_nodes, int C, cudaStream_t stream);
+cudaError_t tp_backward_f64(const double* grad_out, const double* h, const double* sh, const double* w,
+                            const int64_t* sender, const int64_t* receiver, const int64_t* edge_ptr,
+                            const int64_t* sender_perm, const int64_t* sender_ptr, double* grad_h,
+                            double* grad_sh, double* grad_w, int64_t num_nodes, int C, cudaStream_t stream);

@@ -1,0 +1,77 @@
+// torch binding of the channel-wise tensor-product kernels (channelwise_tp.cu).
+#include <torch/extension.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "channelwise_tp.h"
+
+namespace {
+
+void check(const torch::Tensor& t, const char* name, int dim, c10::ScalarType type) {
+  TORCH_CHECK(t.is_cuda(), "tp_aggregate: ", name, " must be a CUDA tensor");
+  TORCH_CHECK(t.is_contiguous(), "tp_aggregate: ", name, " must be contiguous");
+  TORCH_CHECK(t.dim() == dim, "tp_aggregate: ", name, " must have ", dim, " dimensions");
+  TORCH_CHECK(t.scalar_type() == type, "tp_aggregate: ", name, " has dtype ", t.scalar_type(), ", expected ", type);
+}
+
+void ok(cudaError_t err) { TORCH_CHECK(err == cudaSuccess, "tp_aggregate kernel failed: ", cudaGetErrorString(err)); }
+
+}  // namespace
+
+torch::Tensor forward(torch::Tensor h, torch::Tensor sh, torch::Tensor w, torch::Tensor sender,
+                      torch::Tensor edge_ptr, int64_t C) {
+  const TpDims d = tp_dims();
+  const auto t = h.scalar_type();
+  check(h, "h", 2, t); check(sh, "sh", 2, t); check(w, "w", 2, t);
+  check(sender, "sender", 1, torch::kLong); check(edge_ptr, "edge_ptr", 1, torch::kLong);
+  TORCH_CHECK(h.size(1) == d.f_in && sh.size(1) == d.s && w.size(1) == d.paths * C,
+              "tp_aggregate: shapes do not match the compiled paths");
+  TORCH_CHECK(C > 0 && C <= 1024, "tp_aggregate: 1..1024 channels");
+  TORCH_CHECK(edge_ptr.size(0) == h.size(0) + 1, "tp_aggregate: edge_ptr must have N+1 entries");
+  const c10::cuda::CUDAGuard guard(h.device());
+  auto stream = c10::cuda::getCurrentCUDAStream().stream();
+  auto out = torch::empty({h.size(0), d.f_mid}, h.options());
+  if (t == torch::kFloat) {
+    ok(tp_forward_f32(h.data_ptr<float>(), sh.data_ptr<float>(), w.data_ptr<float>(), sender.data_ptr<int64_t>(),
+                      edge_ptr.data_ptr<int64_t>(), out.data_ptr<float>(), h.size(0), (int)C, stream));
+  } else {
+    TORCH_CHECK(t == torch::kDouble, "tp_aggregate: float32 or float64 only");
+    ok(tp_forward_f64(h.data_ptr<double>(), sh.data_ptr<double>(), w.data_ptr<double>(), sender.data_ptr<int64_t>(),
+                      edge_ptr.data_ptr<int64_t>(), out.data_ptr<double>(), h.size(0), (int)C, stream));
+  }
+  return out;
+}
+
+std::vector<torch::Tensor> backward(torch::Tensor grad_out, torch::Tensor h, torch::Tensor sh, torch::Tensor w,
+                                    torch::Tensor sender, torch::Tensor receiver, torch::Tensor edge_ptr,
+                                    torch::Tensor sender_perm, torch::Tensor sender_ptr, int64_t C) {
+  const TpDims d = tp_dims();
+  const auto t = h.scalar_type();
+  check(grad_out, "grad_out", 2, t); check(h, "h", 2, t); check(sh, "sh", 2, t); check(w, "w", 2, t);
+  check(receiver, "receiver", 1, torch::kLong); check(sender_perm, "sender_perm", 1, torch::kLong);
+  check(sender_ptr, "sender_ptr", 1, torch::kLong);
+  TORCH_CHECK(grad_out.size(1) == d.f_mid, "tp_aggregate backward: gradient has the wrong width");
+  const c10::cuda::CUDAGuard guard(h.device());
+  auto stream = c10::cuda::getCurrentCUDAStream().stream();
+  auto grad_h = torch::empty_like(h);
+  auto grad_sh = torch::empty_like(sh);
+  auto grad_w = torch::empty_like(w);
+  const int64_t n = h.size(0);
+  if (t == torch::kFloat) {
+    ok(tp_backward_f32(grad_out.data_ptr<float>(), h.data_ptr<float>(), sh.data_ptr<float>(), w.data_ptr<float>(),
+                       sender.data_ptr<int64_t>(), receiver.data_ptr<int64_t>(), edge_ptr.data_ptr<int64_t>(),
+                       sender_perm.data_ptr<int64_t>(), sender_ptr.data_ptr<int64_t>(), grad_h.data_ptr<float>(),
+                       grad_sh.data_ptr<float>(), grad_w.data_ptr<float>(), n, (int)C, stream));
+  } else {
+    ok(tp_backward_f64(grad_out.data_ptr<double>(), h.data_ptr<double>(), sh.data_ptr<double>(), w.data_ptr<double>(),
+                       sender.data_ptr<int64_t>(), receiver.data_ptr<int64_t>(), edge_ptr.data_ptr<int64_t>(),
+                       sender_perm.data_ptr<int64_t>(), sender_ptr.data_ptr<int64_t>(), grad_h.data_ptr<double>(),
+                       grad_sh.data_ptr<double>(), grad_w.data_ptr<double>(), n, (int)C, stream));
+  }
+  return {grad_h, grad_sh, grad_w};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward, "channel-wise tensor product + receiver aggregation");
+  m.def("backward", &backward, "gradients of the channel-wise tensor product");
+}

@@ -1,0 +1,113 @@
+"""``mace_fast::tp_aggregate``: fused channel-wise tensor product + receiver aggregation.
+
+Layer 3 of the op: a ``torch.library`` custom op (with a fake for tracing) over the
+kernels of ``kernels/channelwise_tp.cu``, and its autograd. It replaces, in one pass and
+without per-edge messages in device memory::
+
+    scatter_sum(conv_tp(h[sender], sh, w), receiver)
+
+The backward gives the gradients of ``h``, ``sh`` and ``w`` (what forces and stress
+need); it is not itself differentiable, so training (double backward) uses the torch path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+import torch
+
+from ..nn.tensor_product import ChannelwiseTensorProduct
+from .build import load_cuda_module
+from .codegen import channelwise_tp_source
+
+__all__ = ["EdgeCSR", "edge_csr", "compile_tp", "tp_aggregate"]
+
+
+@dataclass
+class EdgeCSR:
+    """Receiver- and sender-major views of one batch's edges (computed once per forward)."""
+
+    sender: torch.Tensor  # [E] int64
+    receiver: torch.Tensor  # [E] int64, non-decreasing
+    edge_ptr: torch.Tensor  # [N+1] int64: receiver segments
+    sender_perm: torch.Tensor  # [E] int64: edges ordered by sender (stable)
+    sender_ptr: torch.Tensor  # [N+1] int64: sender segments of sender_perm
+
+
+def edge_csr(edge_index: torch.Tensor, edge_ptr: torch.Tensor, num_nodes: int) -> EdgeCSR:
+    sender, receiver = edge_index[0].contiguous(), edge_index[1].contiguous()
+    perm = torch.sort(sender, stable=True).indices
+    counts = torch.bincount(sender, minlength=num_nodes)
+    sender_ptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=sender.device)
+    sender_ptr[1:] = torch.cumsum(counts, 0)
+    return EdgeCSR(sender, receiver, edge_ptr.contiguous(), perm, sender_ptr)
+
+
+_MODULES: Dict[str, object] = {}
+_OUT_DIM: Dict[str, int] = {}
+
+
+def compile_tp(tp: ChannelwiseTensorProduct) -> str:
+    """Compile the kernels for ``tp``'s paths; returns the key the op takes."""
+    source = channelwise_tp_source(tp)
+    module = load_cuda_module("mace_fast_tp", source, ["channelwise_tp.h", "channelwise_tp_binding.cpp"])
+    key = module.__name__
+    _MODULES[key] = module
+    _OUT_DIM[key] = tp.irreps_out.dim
+    return key
+
+
+@torch.library.custom_op("mace_fast::tp_aggregate", mutates_args=())
+def _tp_aggregate(
+    h: torch.Tensor, sh: torch.Tensor, w: torch.Tensor, sender: torch.Tensor, receiver: torch.Tensor,
+    edge_ptr: torch.Tensor, sender_perm: torch.Tensor, sender_ptr: torch.Tensor, key: str, channels: int,
+) -> torch.Tensor:
+    return _MODULES[key].forward(h, sh, w, sender, edge_ptr, channels)
+
+
+@_tp_aggregate.register_fake
+def _(h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels):
+    return h.new_empty(h.shape[0], _OUT_DIM[key])
+
+
+@torch.library.custom_op("mace_fast::tp_aggregate_backward", mutates_args=())
+def _tp_aggregate_backward(
+    grad_out: torch.Tensor, h: torch.Tensor, sh: torch.Tensor, w: torch.Tensor, sender: torch.Tensor,
+    receiver: torch.Tensor, edge_ptr: torch.Tensor, sender_perm: torch.Tensor, sender_ptr: torch.Tensor,
+    key: str, channels: int,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    grad_h, grad_sh, grad_w = _MODULES[key].backward(
+        grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, channels
+    )
+    return grad_h, grad_sh, grad_w
+
+
+@_tp_aggregate_backward.register_fake
+def _(grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels):
+    return torch.empty_like(h), torch.empty_like(sh), torch.empty_like(w)
+
+
+def _setup(ctx, inputs, output):
+    h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels = inputs
+    ctx.save_for_backward(h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr)
+    ctx.key, ctx.channels = key, channels
+
+
+def _backward(ctx, grad_out):
+    h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr = ctx.saved_tensors
+    grad_h, grad_sh, grad_w = _tp_aggregate_backward(
+        grad_out.contiguous(), h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, ctx.key, ctx.channels
+    )
+    return grad_h, grad_sh, grad_w, None, None, None, None, None, None, None
+
+
+_tp_aggregate.register_autograd(_backward, setup_context=_setup)
+
+
+def tp_aggregate(h: torch.Tensor, sh: torch.Tensor, w: torch.Tensor, csr: EdgeCSR, key: str, channels: int) -> torch.Tensor:
+    """``h [N, F_in], sh [E, S], w [E, P*C] -> [N, F_mid]`` (see module docstring)."""
+    return _tp_aggregate(
+        h.contiguous(), sh.contiguous(), w.contiguous(), csr.sender, csr.receiver, csr.edge_ptr,
+        csr.sender_perm, csr.sender_ptr, key, channels,
+    )

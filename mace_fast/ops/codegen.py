@@ -1,0 +1,115 @@
+"""Generate the CUDA source of the channel-wise tensor product for one architecture.
+
+The template ``kernels/channelwise_tp.cu`` has ``@@NAME@@`` markers; this module fills them
+with straight-line code: one register per accumulator and one multiply-add per non-zero
+Clebsch–Gordan coefficient, so that the compiler sees every index as a constant.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Dict, List, Tuple
+
+import torch
+
+from ..irreps import Irreps
+from ..nn.tensor_product import ChannelwiseTensorProduct
+from .build import kernel_source
+
+__all__ = ["channelwise_tp_source"]
+
+Entry = Tuple[int, int, int, float]  # (m1, global m2, m3, coefficient)
+
+
+def _lit(x: float) -> str:
+    return f"scalar_t({x!r})"
+
+
+def _sparse(tp: ChannelwiseTensorProduct) -> List[List[Entry]]:
+    sh_offsets = [s.start for s in tp.irreps_sh.slices()]
+    out = []
+    for k, p in enumerate(tp.paths):
+        cg = getattr(tp, f"cg_{k}").to(torch.float64)
+        entries = []
+        for m1, m2, m3 in (cg.abs() > 1e-12).nonzero().tolist():
+            entries.append((m1, sh_offsets[p.i_sh] + m2, m3, float(cg[m1, m2, m3])))
+        out.append(entries)
+    return out
+
+
+def _sum(terms: List[str]) -> str:
+    return " + ".join(terms) if terms else "scalar_t(0)"
+
+
+def channelwise_tp_source(tp: ChannelwiseTensorProduct) -> str:
+    """Complete CUDA/C++ source (kernels + bindings) for the paths of ``tp``."""
+    irreps_in: Irreps = tp.irreps_in1
+    in_off = [s.start for s in irreps_in.slices()]
+    in_dim = [ir.dim for _, ir in irreps_in]
+    out_off = [s.start for s in tp.irreps_out.slices()]
+    sparse = _sparse(tp)
+    paths = tp.paths
+    d3 = [p.ir_out.dim for p in paths]
+    o_p = [out_off[p.i_out] for p in paths]
+    used_blocks = sorted({p.i_in1 for p in paths})
+    S = tp.irreps_sh.dim
+
+    L: Dict[str, List[str]] = defaultdict(list)
+    for b in used_blocks:
+        for m in range(in_dim[b]):
+            L["LOAD_X"].append(f"    const scalar_t x{b}_{m} = hs[{in_off[b]} + c * {in_dim[b]} + {m}];")
+    for m in range(S):
+        L["LOAD_Y"].append(f"    const scalar_t y{m} = ye[{m}];")
+    for k in range(len(paths)):
+        L["LOAD_W"].append(f"    const scalar_t w{k} = we[{k} * C];")
+        for m3 in range(d3[k]):
+            L["ACC_DECL"].append(f"  scalar_t acc{k}_{m3} = 0;")
+            L["STORE_ACC"].append(f"  o[{o_p[k]} + c * {d3[k]} + {m3}] = acc{k}_{m3};")
+            L["LOAD_G"].append(f"  const scalar_t g{k}_{m3} = go[{o_p[k]} + c * {d3[k]} + {m3}];")
+
+    for k, (p, entries) in enumerate(zip(paths, sparse)):
+        b = p.i_in1
+        by_m3: Dict[int, List[str]] = defaultdict(list)
+        by_m2: Dict[int, List[str]] = defaultdict(list)
+        by_m1: Dict[int, List[str]] = defaultdict(list)
+        for m1, m2, m3, coef in entries:
+            by_m3[m3].append(f"{_lit(coef)} * x{b}_{m1} * y{m2}")
+            by_m2[m2].append(f"{_lit(coef)} * x{b}_{m1} * g{k}_{m3}")
+            by_m1[m1].append(f"{_lit(coef)} * y{m2} * g{k}_{m3}")
+        for m3, terms in sorted(by_m3.items()):
+            L["FORWARD_ACC"].append(f"    acc{k}_{m3} += w{k} * ({_sum(terms)});")
+        # d(out)/d(w): the product without the weight, dotted with the incoming gradient.
+        dots = [f"g{k}_{m3} * ({_sum(t)})" for m3, t in sorted(by_m3.items())]
+        L["BACKWARD_EDGE"].append(f"    if (active) gwe[{k} * C] = {_sum(dots)};")
+        for m2, terms in sorted(by_m2.items()):
+            L["BACKWARD_EDGE"].append(f"    gy[{m2}] += w{k} * ({_sum(terms)});")
+        for m1, terms in sorted(by_m1.items()):
+            L["BACKWARD_NODE"].append(f"    gx{b}_{m1} += w{k} * ({_sum(terms)});")
+    for b in range(len(irreps_in)):
+        for m in range(in_dim[b]):
+            L["GX_DECL"].append(f"  scalar_t gx{b}_{m} = 0;")
+            L["STORE_GX"].append(f"  gh[{in_off[b]} + c * {in_dim[b]} + {m}] = gx{b}_{m};")
+    L["GY_DECL"].append(f"    scalar_t gy[{S}] = {{0}};")
+    # Inside the nodes kernel the gradient rows change per edge: indent the same loads.
+    load_g_edge = [line.replace("  const", "    const", 1) for line in L["LOAD_G"]]
+
+    values = {
+        "F_IN": str(irreps_in.dim),
+        "S": str(S),
+        "F_MID": str(tp.irreps_out.dim),
+        "P": str(len(paths)),
+    }
+    source = kernel_source("channelwise_tp.cu")
+    # LOAD_G appears twice: before the edge loop (edges kernel) and inside it (nodes kernel).
+    first, rest = source.split("@@LOAD_G@@", 1)
+    source = first + "\n".join(L["LOAD_G"]) + rest.replace("@@LOAD_G@@", "\n".join(load_g_edge))
+    for key, val in values.items():
+        source = source.replace(f"@@{key}@@", val)
+    for key, lines in L.items():
+        if key != "LOAD_G":
+            source = source.replace(f"@@{key}@@", "\n".join(lines))
+    missing = sorted(set(re.findall(r"@@([A-Z_]+)@@", source)))
+    if missing:
+        raise RuntimeError(f"unfilled markers in channelwise_tp.cu: {missing}")
+    return source
