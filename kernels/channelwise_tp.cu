@@ -146,14 +146,14 @@ cudaError_t backward_impl(const scalar_t* grad_out, const scalar_t* h, const sca
 
 }  // namespace
 
-TpDims tp_dims() { return TpDims{@@F_IN@@, @@S@@, @@F_MID@@, @@P@@}; }
+extern "C" TpDims tp_dims() { return TpDims{@@F_IN@@, @@S@@, @@F_MID@@, @@P@@}; }
 
 #define MACE_FAST_TP_INSTANTIATE(T, SUFFIX)                                                                    \
-  cudaError_t tp_forward_##SUFFIX(const T* h, const T* sh, const T* w, const int64_t* sender,                 \
+  extern "C" cudaError_t tp_forward_##SUFFIX(const T* h, const T* sh, const T* w, const int64_t* sender,                 \
                                   const int64_t* edge_ptr, T* out, int64_t n, int C, cudaStream_t s) {        \
     return forward_impl<T>(h, sh, w, sender, edge_ptr, out, n, C, s);                                         \
   }                                                                                                           \
-  cudaError_t tp_backward_##SUFFIX(const T* g, const T* h, const T* sh, const T* w, const int64_t* sender,    \
+  extern "C" cudaError_t tp_backward_##SUFFIX(const T* g, const T* h, const T* sh, const T* w, const int64_t* sender,    \
                                    const int64_t* receiver, const int64_t* edge_ptr, const int64_t* perm,     \
                                    const int64_t* sptr, T* gh, T* gsh, T* gw, int64_t n, int C,               \
                                    cudaStream_t s) {                                                          \

@@ -11,6 +11,9 @@ struct TpDims {
   int paths;  // number of coupling paths (weights per edge = paths * C)
 };
 
+// extern "C": the binding finds these by name in each architecture's shared library.
+extern "C" {
+
 TpDims tp_dims();
 
 cudaError_t tp_forward_f32(const float* h, const float* sh, const float* w, const int64_t* sender,
@@ -25,3 +28,5 @@ cudaError_t tp_backward_f64(const double* grad_out, const double* h, const doubl
                             const int64_t* sender, const int64_t* receiver, const int64_t* edge_ptr,
                             const int64_t* sender_perm, const int64_t* sender_ptr, double* grad_h,
                             double* grad_sh, double* grad_w, int64_t num_nodes, int C, cudaStream_t stream);
+
+}  // extern "C"

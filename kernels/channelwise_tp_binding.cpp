@@ -1,11 +1,48 @@
-// torch binding of the channel-wise tensor-product kernels (channelwise_tp.cu).
+// torch binding of the channel-wise tensor-product kernels. Compiled once; each
+// architecture's kernels (channelwise_tp.cu, generated) are a small shared library that
+// load_library() opens, so a new architecture costs one nvcc run, not a torch build.
+#include <dlfcn.h>
+
 #include <torch/extension.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <mutex>
+#include <string>
+#include <vector>
+
 #include "channelwise_tp.h"
 
 namespace {
+
+using Fwd32 = decltype(&tp_forward_f32);
+using Fwd64 = decltype(&tp_forward_f64);
+using Bwd32 = decltype(&tp_backward_f32);
+using Bwd64 = decltype(&tp_backward_f64);
+
+struct Library {
+  TpDims dims;
+  Fwd32 fwd32;
+  Fwd64 fwd64;
+  Bwd32 bwd32;
+  Bwd64 bwd64;
+};
+
+std::mutex mutex;
+std::vector<Library> libraries;
+
+template <typename F>
+F symbol(void* handle, const char* name, const std::string& path) {
+  void* p = dlsym(handle, name);
+  TORCH_CHECK(p != nullptr, "tp_aggregate: ", path, " has no symbol ", name);
+  return reinterpret_cast<F>(p);
+}
+
+const Library& library(int64_t id) {
+  std::lock_guard<std::mutex> lock(mutex);
+  TORCH_CHECK(id >= 0 && id < (int64_t)libraries.size(), "tp_aggregate: unknown kernel library ", id);
+  return libraries[id];
+}
 
 void check(const torch::Tensor& t, const char* name, int dim, c10::ScalarType type) {
   TORCH_CHECK(t.is_cuda(), "tp_aggregate: ", name, " must be a CUDA tensor");
@@ -18,9 +55,24 @@ void ok(cudaError_t err) { TORCH_CHECK(err == cudaSuccess, "tp_aggregate kernel 
 
 }  // namespace
 
-torch::Tensor forward(torch::Tensor h, torch::Tensor sh, torch::Tensor w, torch::Tensor sender,
+int64_t load_library(const std::string& path) {
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  TORCH_CHECK(handle != nullptr, "tp_aggregate: cannot open ", path, ": ", dlerror());
+  Library lib;
+  lib.dims = symbol<TpDims (*)()>(handle, "tp_dims", path)();
+  lib.fwd32 = symbol<Fwd32>(handle, "tp_forward_f32", path);
+  lib.fwd64 = symbol<Fwd64>(handle, "tp_forward_f64", path);
+  lib.bwd32 = symbol<Bwd32>(handle, "tp_backward_f32", path);
+  lib.bwd64 = symbol<Bwd64>(handle, "tp_backward_f64", path);
+  std::lock_guard<std::mutex> lock(mutex);
+  libraries.push_back(lib);
+  return (int64_t)libraries.size() - 1;
+}
+
+torch::Tensor forward(int64_t id, torch::Tensor h, torch::Tensor sh, torch::Tensor w, torch::Tensor sender,
                       torch::Tensor edge_ptr, int64_t C) {
-  const TpDims d = tp_dims();
+  const Library& lib = library(id);
+  const TpDims d = lib.dims;
   const auto t = h.scalar_type();
   check(h, "h", 2, t); check(sh, "sh", 2, t); check(w, "w", 2, t);
   check(sender, "sender", 1, torch::kLong); check(edge_ptr, "edge_ptr", 1, torch::kLong);
@@ -28,29 +80,31 @@ torch::Tensor forward(torch::Tensor h, torch::Tensor sh, torch::Tensor w, torch:
               "tp_aggregate: shapes do not match the compiled paths");
   TORCH_CHECK(C > 0 && C <= 1024, "tp_aggregate: 1..1024 channels");
   TORCH_CHECK(edge_ptr.size(0) == h.size(0) + 1, "tp_aggregate: edge_ptr must have N+1 entries");
+  TORCH_CHECK(sender.size(0) == sh.size(0) && w.size(0) == sh.size(0), "tp_aggregate: edge counts differ");
   const c10::cuda::CUDAGuard guard(h.device());
   auto stream = c10::cuda::getCurrentCUDAStream().stream();
   auto out = torch::empty({h.size(0), d.f_mid}, h.options());
   if (t == torch::kFloat) {
-    ok(tp_forward_f32(h.data_ptr<float>(), sh.data_ptr<float>(), w.data_ptr<float>(), sender.data_ptr<int64_t>(),
-                      edge_ptr.data_ptr<int64_t>(), out.data_ptr<float>(), h.size(0), (int)C, stream));
+    ok(lib.fwd32(h.data_ptr<float>(), sh.data_ptr<float>(), w.data_ptr<float>(), sender.data_ptr<int64_t>(),
+                 edge_ptr.data_ptr<int64_t>(), out.data_ptr<float>(), h.size(0), (int)C, stream));
   } else {
     TORCH_CHECK(t == torch::kDouble, "tp_aggregate: float32 or float64 only");
-    ok(tp_forward_f64(h.data_ptr<double>(), sh.data_ptr<double>(), w.data_ptr<double>(), sender.data_ptr<int64_t>(),
-                      edge_ptr.data_ptr<int64_t>(), out.data_ptr<double>(), h.size(0), (int)C, stream));
+    ok(lib.fwd64(h.data_ptr<double>(), sh.data_ptr<double>(), w.data_ptr<double>(), sender.data_ptr<int64_t>(),
+                 edge_ptr.data_ptr<int64_t>(), out.data_ptr<double>(), h.size(0), (int)C, stream));
   }
   return out;
 }
 
-std::vector<torch::Tensor> backward(torch::Tensor grad_out, torch::Tensor h, torch::Tensor sh, torch::Tensor w,
-                                    torch::Tensor sender, torch::Tensor receiver, torch::Tensor edge_ptr,
-                                    torch::Tensor sender_perm, torch::Tensor sender_ptr, int64_t C) {
-  const TpDims d = tp_dims();
+std::vector<torch::Tensor> backward(int64_t id, torch::Tensor grad_out, torch::Tensor h, torch::Tensor sh,
+                                    torch::Tensor w, torch::Tensor sender, torch::Tensor receiver,
+                                    torch::Tensor edge_ptr, torch::Tensor sender_perm, torch::Tensor sender_ptr,
+                                    int64_t C) {
+  const Library& lib = library(id);
   const auto t = h.scalar_type();
   check(grad_out, "grad_out", 2, t); check(h, "h", 2, t); check(sh, "sh", 2, t); check(w, "w", 2, t);
   check(receiver, "receiver", 1, torch::kLong); check(sender_perm, "sender_perm", 1, torch::kLong);
   check(sender_ptr, "sender_ptr", 1, torch::kLong);
-  TORCH_CHECK(grad_out.size(1) == d.f_mid, "tp_aggregate backward: gradient has the wrong width");
+  TORCH_CHECK(grad_out.size(1) == lib.dims.f_mid, "tp_aggregate backward: gradient has the wrong width");
   const c10::cuda::CUDAGuard guard(h.device());
   auto stream = c10::cuda::getCurrentCUDAStream().stream();
   auto grad_h = torch::empty_like(h);
@@ -58,20 +112,21 @@ std::vector<torch::Tensor> backward(torch::Tensor grad_out, torch::Tensor h, tor
   auto grad_w = torch::empty_like(w);
   const int64_t n = h.size(0);
   if (t == torch::kFloat) {
-    ok(tp_backward_f32(grad_out.data_ptr<float>(), h.data_ptr<float>(), sh.data_ptr<float>(), w.data_ptr<float>(),
-                       sender.data_ptr<int64_t>(), receiver.data_ptr<int64_t>(), edge_ptr.data_ptr<int64_t>(),
-                       sender_perm.data_ptr<int64_t>(), sender_ptr.data_ptr<int64_t>(), grad_h.data_ptr<float>(),
-                       grad_sh.data_ptr<float>(), grad_w.data_ptr<float>(), n, (int)C, stream));
+    ok(lib.bwd32(grad_out.data_ptr<float>(), h.data_ptr<float>(), sh.data_ptr<float>(), w.data_ptr<float>(),
+                 sender.data_ptr<int64_t>(), receiver.data_ptr<int64_t>(), edge_ptr.data_ptr<int64_t>(),
+                 sender_perm.data_ptr<int64_t>(), sender_ptr.data_ptr<int64_t>(), grad_h.data_ptr<float>(),
+                 grad_sh.data_ptr<float>(), grad_w.data_ptr<float>(), n, (int)C, stream));
   } else {
-    ok(tp_backward_f64(grad_out.data_ptr<double>(), h.data_ptr<double>(), sh.data_ptr<double>(), w.data_ptr<double>(),
-                       sender.data_ptr<int64_t>(), receiver.data_ptr<int64_t>(), edge_ptr.data_ptr<int64_t>(),
-                       sender_perm.data_ptr<int64_t>(), sender_ptr.data_ptr<int64_t>(), grad_h.data_ptr<double>(),
-                       grad_sh.data_ptr<double>(), grad_w.data_ptr<double>(), n, (int)C, stream));
+    ok(lib.bwd64(grad_out.data_ptr<double>(), h.data_ptr<double>(), sh.data_ptr<double>(), w.data_ptr<double>(),
+                 sender.data_ptr<int64_t>(), receiver.data_ptr<int64_t>(), edge_ptr.data_ptr<int64_t>(),
+                 sender_perm.data_ptr<int64_t>(), sender_ptr.data_ptr<int64_t>(), grad_h.data_ptr<double>(),
+                 grad_sh.data_ptr<double>(), grad_w.data_ptr<double>(), n, (int)C, stream));
   }
   return {grad_h, grad_sh, grad_w};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("load_library", &load_library, "open one architecture's kernel library; returns its id");
   m.def("forward", &forward, "channel-wise tensor product + receiver aggregation");
   m.def("backward", &backward, "gradients of the channel-wise tensor product");
 }

@@ -157,6 +157,20 @@ class MACE(nn.Module):
             self._fallback_said = True
         return reason is None
 
+    def _compile_kernels(self) -> None:
+        """Compile every layer's kernels at once (in parallel) before the first CUDA step."""
+        todo = [i for i in self.interactions if i._tp_key is None]
+        if not todo:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .ops.channelwise_tp import compile_tp
+
+        with ThreadPoolExecutor(max_workers=len(todo)) as pool:
+            keys = list(pool.map(lambda block: compile_tp(block.conv_tp), todo))
+        for block, key in zip(todo, keys):
+            block._tp_key = key
+
     def save(self, path, metadata: Optional[dict] = None) -> None:
         """Write a model file (see :mod:`mace_fast.model_file`)."""
         from .model_file import save_model
@@ -201,6 +215,7 @@ class MACE(nn.Module):
             from .ops.channelwise_tp import edge_csr
             from .ops.segment import edge_vectors
 
+            self._compile_kernels()
             csr = edge_csr(edge_index, batch[K.EDGE_PTR], num_nodes)
             vectors = edge_vectors(pos, shifts, csr)
         else:

@@ -1,11 +1,15 @@
 #!/usr/bin/env python
-"""Time energy+forces of one MP-medium model under mace_fast and mace-torch, side by side.
+"""Energy+forces of one MP-medium model under mace_fast and its peers, side by side.
 
-Both packages evaluate the *same weights* (a random mace-torch MP-medium model, converted)
-on the same graphs, in one process. Median of ``--reps`` timed steps after ``--warmup``
-steps, fresh jittered positions every step. Prints a table and writes JSON.
+Every contender evaluates the *same weights* (a random mace-torch MP-medium model,
+converted) on the same graphs in one process: mace_fast with the CUDA kernels
+(``fast``), mace_fast's torch reference (``ref``), mace-torch with e3nn (``e3nn``) and,
+where importable, mace-torch converted to cuEquivariance (``cueq``). Median of ``--reps``
+timed steps after ``--warmup``, synchronised, fresh jittered positions each step, peak
+memory from ``torch.cuda.max_memory_allocated``. Prints a table and writes JSON.
 
-    python scripts/benchmark.py --device cpu --sizes 1 2 --reps 10
+    python scripts/benchmark.py --device cpu --systems si2 si4 --reps 10
+    python scripts/benchmark.py --device cuda --systems si4 si8 si12 si20 cu10 --json out.json
 """
 
 from __future__ import annotations
@@ -35,8 +39,11 @@ from mace_fast.interop.mace_torch import convert_mace_model  # noqa: E402
 from tests.interop.mace_models import build_mace_torch_model, mace_batch  # noqa: E402
 
 
-def si_cell(n: int, rng) -> "ase.Atoms":  # noqa: F821
-    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((n, n, n))
+def system(name: str, rng):
+    """``si<n>``: diamond Si, cubic cell x n^3 (8 n^3 atoms); ``cu<n>``: fcc Cu x n^3 (4 n^3)."""
+    kind, n = name[:2], int(name[2:])
+    proto = bulk("Si", "diamond", a=5.43, cubic=True) if kind == "si" else bulk("Cu", "fcc", a=3.61, cubic=True)
+    atoms = proto.repeat((n, n, n))
     atoms.positions += rng.normal(0, 0.05, atoms.positions.shape)
     return atoms
 
@@ -46,18 +53,21 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_steps(step, graphs, device, warmup, reps):
+def time_steps(step, inputs, device, warmup, reps):
+    """Median seconds per step and peak bytes (CUDA) over ``reps`` steps."""
     for i in range(warmup):
-        step(graphs[i % len(graphs)])
+        step(inputs[i % len(inputs)])
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     times = []
     for i in range(reps):
-        g = graphs[i % len(graphs)]
         sync(device)
         t0 = time.perf_counter()
-        step(g)
+        step(inputs[i % len(inputs)])
         sync(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
+    return statistics.median(times), peak
 
 
 def commit() -> str:
@@ -67,13 +77,41 @@ def commit() -> str:
         return "unknown"
 
 
+def contenders(device: str, dtype: torch.dtype, which):
+    """name -> (model, input adapter, output forces) for every contender that loads."""
+    source = build_mace_torch_model("mp_medium")
+    out = {}
+    ours = convert_mace_model(source).to(dtype).to(device)
+    if "fast" in which and device.startswith("cuda"):
+        import copy
+
+        fast = copy.deepcopy(ours).set_backend("cuda")
+        out["fast"] = lambda g: fast(g["ours"], compute_forces=True)[K.FORCES]
+    if "ref" in which:
+        out["ref"] = lambda g: ours(g["ours"], compute_forces=True)[K.FORCES]
+    if "e3nn" in which:
+        e3nn = source.to(dtype).to(device)
+        out["e3nn"] = lambda g: e3nn(dict(g["mace"]), compute_force=True)["forces"]
+    if "cueq" in which:
+        try:
+            from mace.cli.convert_e3nn_cueq import run as to_cueq
+
+            cueq = to_cueq(build_mace_torch_model("mp_medium"), device=device, return_model=True).to(dtype)
+            out["cueq"] = lambda g: cueq(dict(g["mace"]), compute_force=True)["forces"]
+        except Exception as err:  # cuEquivariance absent or not working here
+            print(f"cueq unavailable: {type(err).__name__}: {err}", flush=True)
+    return ours, out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2], help="Si supercell repeats (8 n^3 atoms)")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--systems", nargs="+", default=["si2", "si4"])
+    parser.add_argument("--contenders", nargs="+", default=["fast", "ref", "e3nn", "cueq"])
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--max-ref-atoms", type=int, default=15000, help="skip ref/e3nn above this size (memory)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -81,45 +119,68 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     rng = np.random.default_rng(0)
-
-    ref = build_mace_torch_model("mp_medium").to(dtype).to(args.device)
-    ours = convert_mace_model(build_mace_torch_model("mp_medium")).to(dtype).to(args.device)
+    ours, steps = contenders(args.device, dtype, args.contenders)
     table = ElementTable(ours.config.atomic_numbers)
     n_el = len(ours.config.atomic_numbers)
 
     rows = []
-    for n in args.sizes:
-        structures = [si_cell(n, rng) for _ in range(4)]
-        graphs = [
-            {k: v.to(args.device) for k, v in build_graph(
-                a.positions, a.numbers, np.asarray(a.cell), a.pbc, ours.r_max, table, dtype).items()}
-            for a in structures
-        ]
-        mace_graphs = [mace_batch(g, n_el) for g in graphs]
-        t_ours = time_steps(lambda g: ours(g, compute_forces=True)[K.FORCES], graphs, args.device, args.warmup, args.reps)
-        t_ref = time_steps(
-            lambda g: ref(dict(g), compute_force=True)["forces"], mace_graphs, args.device, args.warmup, args.reps
-        )
-        atoms = len(structures[0])
-        edges = int(graphs[0][K.EDGE_INDEX].shape[1])
-        rows.append(dict(system=f"Si {n}^3", atoms=atoms, edges=edges, mace_fast_ms=1e3 * t_ours,
-                         mace_torch_ms=1e3 * t_ref, speedup=t_ref / t_ours))
-        print(f"Si {n}^3: {atoms} atoms {edges} edges  mace_fast {1e3*t_ours:.1f} ms  "
-              f"mace-torch {1e3*t_ref:.1f} ms  ratio {t_ref/t_ours:.2f}x", flush=True)
+    for name in args.systems:
+        inputs = []
+        for _ in range(3):
+            a = system(name, rng)
+            g = build_graph(a.positions, a.numbers, np.asarray(a.cell), a.pbc, ours.r_max, table, dtype)
+            g = {k: v.to(args.device) for k, v in g.items()}
+            inputs.append({"ours": g, "mace": mace_batch(g, n_el)})
+        atoms, edges = int(inputs[0]["ours"][K.POSITIONS].shape[0]), int(inputs[0]["ours"][K.EDGE_INDEX].shape[1])
+        row = dict(system=name, atoms=atoms, edges=edges)
+        for who, step in steps.items():
+            if who in ("ref", "e3nn") and atoms > args.max_ref_atoms:
+                row[who] = None
+                continue
+            try:
+                t, peak = time_steps(step, inputs, args.device, args.warmup, args.reps)
+                row[who] = dict(ms=1e3 * t, us_per_atom=1e6 * t / atoms, peak_gib=peak / 2**30 if peak else None)
+            except torch.OutOfMemoryError:
+                row[who] = "OOM"
+            finally:
+                if args.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+            print(name, who, row[who], flush=True)
+        rows.append(row)
 
     info = dict(date=time.strftime("%Y-%m-%d"), commit=commit(), device=args.device, dtype=args.dtype,
                 torch=torch.__version__, python=platform.python_version(), threads=torch.get_num_threads(),
-                cpu=platform.processor() or platform.machine(), reps=args.reps, warmup=args.warmup)
+                reps=args.reps, warmup=args.warmup, model="MP-medium (random weights)")
     if args.device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()
-    print("\n| system | atoms | edges | mace_fast (ms) | mace-torch (ms) | mace-torch / mace_fast |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['system']} | {r['atoms']} | {r['edges']} | {r['mace_fast_ms']:.1f} | "
-              f"{r['mace_torch_ms']:.1f} | {r['speedup']:.2f} |")
+        info["cuda"] = torch.version.cuda
     print(json.dumps(info))
+    print(format_table(rows, list(steps)))
     if args.json:
         args.json.write_text(json.dumps(dict(info=info, rows=rows), indent=2))
+
+
+def format_table(rows, names) -> str:
+    def cell(r, who):
+        v = r.get(who)
+        if not isinstance(v, dict):
+            return str(v or "-")
+        mem = f", {v['peak_gib']:.2f} GiB" if v.get("peak_gib") is not None else ""
+        return f"{v['ms']:.1f} ms ({v['us_per_atom']:.2f} us/atom{mem})"
+
+    lines = ["| system | atoms | edges | " + " | ".join(names) + " | " +
+             " | ".join(f"{o}/{names[0]}" for o in names[1:]) + " |"]
+    lines.append("|" + "---|" * (3 + 2 * len(names) - 1))
+    for r in rows:
+        base = r.get(names[0])
+        ratios = []
+        for o in names[1:]:
+            v = r.get(o)
+            ok = isinstance(v, dict) and isinstance(base, dict)
+            ratios.append(f"{v['ms'] / base['ms']:.2f}x" if ok else "-")
+        lines.append(f"| {r['system']} | {r['atoms']} | {r['edges']} | " + " | ".join(cell(r, n) for n in names)
+                     + " | " + " | ".join(ratios) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -95,10 +95,10 @@ def read_configurations(
     if not frames:
         raise InputError(f"{path}: the file contains no frames")
 
-    selector = string2index(index) if isinstance(index, str) else index
     try:
+        selector = string2index(index) if isinstance(index, str) else index
         selected = range(len(frames))[selector]
-    except (IndexError, TypeError) as error:
+    except (IndexError, TypeError, ValueError) as error:
         raise InputError(
             f"{path}: index {index!r} is invalid for a file of {len(frames)} frames"
         ) from error

@@ -1,4 +1,8 @@
-"""Find the CUDA sources and compile them on first use (torch cpp_extension + ninja).
+"""Find the CUDA sources and compile them on first use.
+
+Two pieces: one torch binding (``kernels/*_binding.cpp``, built with torch cpp_extension
++ ninja once per torch version) and, per architecture, a shared library of generated
+kernels (plain nvcc, a few seconds, several in parallel) that the binding opens.
 
 Sources live in the top-level ``kernels/`` folder of a source checkout (editable
 install) and are installed as ``mace_fast/_kernels`` in a wheel; :func:`kernels_dir`
@@ -10,15 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
 import sys
 import threading
 from pathlib import Path
 from types import ModuleType
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 
-__all__ = ["KernelBuildError", "kernels_dir", "kernel_source", "load_cuda_module", "cuda_arch_flags"]
+__all__ = ["KernelBuildError", "kernels_dir", "kernel_source", "compile_shared", "binding", "cuda_arch_flags"]
 
 _LOCK = threading.Lock()
 _LOADED: Dict[str, ModuleType] = {}
@@ -58,48 +64,66 @@ def cuda_arch_flags() -> List[str]:
     return [f"-gencode=arch=compute_{major}{minor},code=sm_{major}{minor}"]
 
 
-def load_cuda_module(
-    prefix: str, source: str, companions: List[str] = (), verbose: Optional[bool] = None
-) -> ModuleType:
-    """Compile (once) and import a CUDA extension from generated ``source`` text.
+def _nvcc() -> str:
+    from torch.utils import cpp_extension
 
-    ``companions`` are files of ``kernels/`` built or included with it (a binding
-    ``.cpp``, headers); they are copied next to the generated source.
-    """
-    texts = {name: kernel_source(name) for name in companions}
-    key = source + "".join(texts.values()) + " ".join(cuda_arch_flags())
-    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-    name = f"{prefix}_{digest}"
+    home = cpp_extension.CUDA_HOME
+    candidates = [Path(home) / "bin" / "nvcc"] if home else []
+    found = shutil.which("nvcc")
+    candidates += [Path(found)] if found else []
+    for c in candidates:
+        if c.is_file():
+            return str(c)
+    raise KernelBuildError("nvcc (the CUDA compiler) was not found; set CUDA_HOME or put nvcc on PATH")
+
+
+def compile_shared(prefix: str, source: str) -> Path:
+    """Compile generated CUDA ``source`` into a cached shared library; returns its path."""
+    digest = hashlib.sha1((source + kernel_source("channelwise_tp.h") + " ".join(cuda_arch_flags())).encode())
+    lib = cache_dir() / f"{prefix}_{digest.hexdigest()[:16]}.so"
+    if lib.is_file():
+        return lib
+    unique = f"{os.getpid()}_{threading.get_ident()}"
+    src = lib.with_name(f"{lib.stem}.{unique}.cu")
+    src.write_text(source)
+    tmp = lib.with_name(f"{lib.stem}.{unique}.tmp")
+    cmd = [_nvcc(), "-shared", "-Xcompiler", "-fPIC", "-std=c++17", "-O3", f"-I{kernels_dir()}",
+           *cuda_arch_flags(), str(src), "-o", str(tmp)]
+    print(f"mace_fast: compiling CUDA kernels {lib.name} (once) ...", file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise KernelBuildError(f"nvcc failed on {src}:\n{proc.stderr[-6000:]}")
+    os.replace(tmp, lib)  # atomic: a half-written library is never loaded
+    return lib
+
+
+def binding() -> ModuleType:
+    """The torch binding (compiled once per torch/CUDA version, then cached)."""
     with _LOCK:
-        if name in _LOADED:
-            return _LOADED[name]
+        if "binding" in _LOADED:
+            return _LOADED["binding"]
         if not torch.cuda.is_available():
             raise KernelBuildError("the CUDA kernels need a CUDA device")
         from torch.utils import cpp_extension
 
+        text = kernel_source("channelwise_tp_binding.cpp") + kernel_source("channelwise_tp.h")
+        name = f"mace_fast_binding_{hashlib.sha1(text.encode()).hexdigest()[:12]}"
         build = cache_dir() / name
         build.mkdir(parents=True, exist_ok=True)
-        src = build / f"{name}.cu"
-        if not src.is_file() or src.read_text() != source:
-            src.write_text(source)
-        sources = [str(src)]
-        for companion, text in texts.items():
-            (build / companion).write_text(text)
-            if companion.endswith(".cpp"):
-                sources.append(str(build / companion))
-        if not (build / f"{name}.so").exists():
-            print(f"mace_fast: compiling CUDA kernels {name} (once, ~1 min) ...", file=sys.stderr, flush=True)
+        if not any(build.glob("*.so")):
+            print("mace_fast: building the CUDA op binding (once, ~1 min) ...", file=sys.stderr, flush=True)
         try:
             module = cpp_extension.load(
                 name=name,
-                sources=sources,
+                sources=[str(kernels_dir() / "channelwise_tp_binding.cpp")],
                 build_directory=str(build),
-                extra_cuda_cflags=["-O3", "--expt-relaxed-constexpr", *cuda_arch_flags()],
+                extra_include_paths=[str(kernels_dir())],
                 extra_cflags=["-O3"],
-                extra_include_paths=[str(build)],
-                verbose=bool(verbose),
+                extra_ldflags=["-ldl"],
+                with_cuda=True,
+                verbose=False,
             )
         except Exception as err:  # the compiler's own message is the useful part
-            raise KernelBuildError(f"compiling {src} failed: {err}") from err
-        _LOADED[name] = module
+            raise KernelBuildError(f"building the CUDA op binding failed: {err}") from err
+        _LOADED["binding"] = module
         return module

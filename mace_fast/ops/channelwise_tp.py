@@ -18,7 +18,7 @@ from typing import Dict, Tuple
 import torch
 
 from ..nn.tensor_product import ChannelwiseTensorProduct
-from .build import load_cuda_module
+from .build import binding, compile_shared
 from .codegen import channelwise_tp_source
 
 __all__ = ["EdgeCSR", "edge_csr", "compile_tp", "tp_aggregate"]
@@ -44,17 +44,17 @@ def edge_csr(edge_index: torch.Tensor, edge_ptr: torch.Tensor, num_nodes: int) -
     return EdgeCSR(sender, receiver, edge_ptr.contiguous(), perm, sender_ptr)
 
 
-_MODULES: Dict[str, object] = {}
+_LIBRARY: Dict[str, int] = {}
 _OUT_DIM: Dict[str, int] = {}
 
 
 def compile_tp(tp: ChannelwiseTensorProduct) -> str:
-    """Compile the kernels for ``tp``'s paths; returns the key the op takes."""
-    source = channelwise_tp_source(tp)
-    module = load_cuda_module("mace_fast_tp", source, ["channelwise_tp.h", "channelwise_tp_binding.cpp"])
-    key = module.__name__
-    _MODULES[key] = module
-    _OUT_DIM[key] = tp.irreps_out.dim
+    """Compile (or find cached) the kernels for ``tp``'s paths; returns the key the op takes."""
+    path = compile_shared("mace_fast_tp", channelwise_tp_source(tp))
+    key = path.stem
+    if key not in _LIBRARY:
+        _LIBRARY[key] = binding().load_library(str(path))
+        _OUT_DIM[key] = tp.irreps_out.dim
     return key
 
 
@@ -63,7 +63,7 @@ def _tp_aggregate(
     h: torch.Tensor, sh: torch.Tensor, w: torch.Tensor, sender: torch.Tensor, receiver: torch.Tensor,
     edge_ptr: torch.Tensor, sender_perm: torch.Tensor, sender_ptr: torch.Tensor, key: str, channels: int,
 ) -> torch.Tensor:
-    return _MODULES[key].forward(h, sh, w, sender, edge_ptr, channels)
+    return binding().forward(_LIBRARY[key], h, sh, w, sender, edge_ptr, channels)
 
 
 @_tp_aggregate.register_fake
@@ -77,8 +77,8 @@ def _tp_aggregate_backward(
     receiver: torch.Tensor, edge_ptr: torch.Tensor, sender_perm: torch.Tensor, sender_ptr: torch.Tensor,
     key: str, channels: int,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    grad_h, grad_sh, grad_w = _MODULES[key].backward(
-        grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, channels
+    grad_h, grad_sh, grad_w = binding().backward(
+        _LIBRARY[key], grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, channels
     )
     return grad_h, grad_sh, grad_w
 

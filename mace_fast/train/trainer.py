@@ -206,8 +206,9 @@ class Trainer:
         if self.cfg.log.progress_bar:
             from tqdm import tqdm
 
+            # disable=None: no bar when stderr is not a terminal (logs stay readable).
             bar = tqdm(total=total, initial=p.step_in_epoch, desc=f"epoch {p.epoch + 1}", leave=False,
-                       file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+                       file=sys.stderr, dynamic_ncols=True, disable=None, mininterval=0.5)  # fmt: skip
         every = self.cfg.checkpoint.every_steps
         self.model.train()
         for batch in batches(self.train, self.cfg.data.batch_size, self.order, skip=p.step_in_epoch):
@@ -267,14 +268,11 @@ class Trainer:
             with self.averaged():
                 self._save_model(self.model, self.paths.model)
             if self.cfg.checkpoint.keep_best:
-                # Saved as the state after this epoch, so resuming from it continues correctly.
-                p_saved = asdict(p)
-                self.progress = Progress(**{**p_saved, "epoch": p.epoch + 1, "step_in_epoch": 0,
-                                            "epoch_loss_sum": 0.0, "epoch_terms": {}})  # fmt: skip
-                order_state = self.order_state
-                self.order_state = self.order.get_state()
-                self.save(self.paths.best)
-                self.progress, self.order_state = Progress(**p_saved), order_state
+                # The state after this epoch (before its scheduler step): a snapshot, not for --resume.
+                state = self.state_dict()
+                state["progress"].update(epoch=p.epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_terms={})
+                state["data_order"] = self.order.get_state()
+                save_checkpoint(state, self.paths.best)
         else:
             p.epochs_since_best += self.cfg.log.eval_interval
 

@@ -199,5 +199,7 @@ def test_index_out_of_range(tmp_path, np_rng):
     path = _write_with(tmp_path, np_rng, 0, lambda a: None)
     with pytest.raises(InputError, match="invalid for a file of 4 frames"):
         read_configurations(path, index=7)
+    with pytest.raises(InputError, match="invalid for a file of 4 frames"):
+        read_configurations(path, index="first")
     with pytest.raises(InputError, match="selects no frames"):
         read_configurations(path, index="5:")

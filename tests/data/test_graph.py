@@ -55,7 +55,8 @@ def test_element_table():
 
 
 def test_unknown_element_is_named():
-    with pytest.raises(InputError, match=r"element\(s\) Fe, U not in the element table \[H, C, O\]"):
+    message = r"element\(s\) Fe, U not in the element table \[H, C, O\]"
+    with pytest.raises(InputError, match=message):
         TABLE.index(np.array([1, 26, 92, 26]))
     with pytest.raises(InputError, match=r"Z=200 not in"):
         TABLE.index(np.array([200]))
@@ -182,8 +183,10 @@ def test_collate_three_graphs(tmp_path, np_rng):
     assert batch[K.PTR].tolist() == [0, atoms[0], atoms[0] + atoms[1], sum(atoms)]
     assert batch[K.BATCH].tolist() == sum(([g] * n for g, n in enumerate(atoms)), [])
     assert batch[K.EDGE_PTR].shape == (sum(atoms) + 1,)
-    assert batch[K.EDGE_PTR][batch[K.PTR]].tolist() == [0, edges[0], edges[0] + edges[1], sum(edges)]
-    for key, shape in [(K.CELL, (3, 3, 3)), (K.PBC, (3, 3)), (K.ENERGY, (3,)), (K.STRESS, (3, 3, 3))]:
+    graph_edge_starts = [0, edges[0], edges[0] + edges[1], sum(edges)]
+    assert batch[K.EDGE_PTR][batch[K.PTR]].tolist() == graph_edge_starts
+    per_graph = {K.CELL: (3, 3, 3), K.PBC: (3, 3), K.ENERGY: (3,), K.STRESS: (3, 3, 3)}
+    for key, shape in per_graph.items():
         assert tuple(batch[key].shape) == shape
     assert batch[K.ENERGY_WEIGHT].tolist() == [1.0, 0.0, 1.0]
 
