@@ -38,8 +38,10 @@ class ProductBlock(nn.Module):
         self.symmetric_contraction = SymmetricContraction(irreps_in, irreps_out, correlation, num_elements)
         self.linear = EquivariantLinear(irreps_out, irreps_out)
 
-    def forward(self, x: torch.Tensor, sc: Optional[torch.Tensor], element: torch.Tensor) -> torch.Tensor:
-        out = self.linear(self.symmetric_contraction(x, element))
+    def forward(
+        self, x: torch.Tensor, sc: Optional[torch.Tensor], element: torch.Tensor, use_kernels: bool = False
+    ) -> torch.Tensor:
+        out = self.linear(self.symmetric_contraction(x, element, use_kernels))
         return out if sc is None else out + sc
 
 
@@ -159,17 +161,22 @@ class MACE(nn.Module):
 
     def _compile_kernels(self) -> None:
         """Compile every layer's kernels at once (in parallel) before the first CUDA step."""
-        todo = [i for i in self.interactions if i._tp_key is None]
-        if not todo:
-            return
         from concurrent.futures import ThreadPoolExecutor
 
         from .ops.channelwise_tp import compile_tp
+        from .ops.symmetric_contraction import compile_symmetric_contraction
 
-        with ThreadPoolExecutor(max_workers=len(todo)) as pool:
-            keys = list(pool.map(lambda block: compile_tp(block.conv_tp), todo))
-        for block, key in zip(todo, keys):
-            block._tp_key = key
+        tps = [i for i in self.interactions if i._tp_key is None]
+        scs = [p.symmetric_contraction for p in self.products if p.symmetric_contraction._kernel_key is None]
+        if not tps and not scs:
+            return
+        with ThreadPoolExecutor(max_workers=len(tps) + len(scs)) as pool:
+            tp_keys = pool.map(lambda block: compile_tp(block.conv_tp), tps)
+            sc_keys = pool.map(compile_symmetric_contraction, scs)
+            for block, key in zip(tps, tp_keys):
+                block._tp_key = key
+            for block, key in zip(scs, sc_keys):
+                block._kernel_key = key
 
     def save(self, path, metadata: Optional[dict] = None) -> None:
         """Write a model file (see :mod:`mace_fast.model_file`)."""
@@ -233,7 +240,7 @@ class MACE(nn.Module):
         feats = self.node_embedding(element)
         for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
             x, sc = interaction(feats, element, sh, edge_feats, edge_index, cutoff, csr)
-            feats = product(x, sc, element)
+            feats = product(x, sc, element, csr is not None)
             node_energies.append(readout(feats))
 
         node_inter = torch.stack(node_energies, dim=0).sum(dim=0)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from mace_fast.config import ModelConfig  # noqa: E402
 from mace_fast.model import MACE  # noqa: E402
 from mace_fast.ops.build import cuda_arch_flags, kernels_dir  # noqa: E402
-from mace_fast.ops.codegen import channelwise_tp_source  # noqa: E402
+from mace_fast.ops.codegen import channelwise_tp_source, symmetric_contraction_source  # noqa: E402
 
 ARCHS = {
     "mp_medium": dict(hidden_irreps="128x0e+128x1o", max_ell=3),
@@ -47,9 +47,13 @@ def main() -> int:
     failed = 0
     for name, kw in ARCHS.items():
         model = MACE(ModelConfig(atomic_numbers=[1, 8], atomic_energies=[0.0, 0.0], **kw))
-        for i, inter in enumerate(model.interactions):
-            src = out / f"tp_{name}_{i}.cu"
-            src.write_text(channelwise_tp_source(inter.conv_tp))
+        sources = {}
+        for i, (inter, prod) in enumerate(zip(model.interactions, model.products)):
+            sources[f"tp_{name}_{i}.cu"] = channelwise_tp_source(inter.conv_tp)
+            sources[f"sc_{name}_{i}.cu"] = symmetric_contraction_source(prod.symmetric_contraction)
+        for file, text in sources.items():
+            src = out / file
+            src.write_text(text)
             cmd = [nvcc, "-c", str(src), "-o", str(src.with_suffix(".o")), *flags]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             status = "ok" if proc.returncode == 0 else "FAILED"

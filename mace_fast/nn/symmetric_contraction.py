@@ -88,6 +88,7 @@ class SymmetricContraction(nn.Module):
                 weights.append(nn.Parameter(torch.randn(num_elements, k, mul) / max(k, 1)))
             self.num_params.append(ks)
         self.weights = nn.ParameterList(weights)
+        self._kernel_key = None  # compiled CUDA kernels, on first use
 
     def monomials(self, x: torch.Tensor) -> List[torch.Tensor]:
         """Distinct products of ``degree`` components: ``[N, C, M_degree]`` per degree."""
@@ -100,7 +101,13 @@ class SymmetricContraction(nn.Module):
             out.append(prod)
         return out
 
-    def forward(self, x: torch.Tensor, element: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, element: torch.Tensor, use_kernels: bool = False) -> torch.Tensor:
+        if use_kernels:
+            from ..ops.symmetric_contraction import compile_symmetric_contraction, symmetric_contraction
+
+            if self._kernel_key is None:
+                self._kernel_key = compile_symmetric_contraction(self)
+            return symmetric_contraction(x, element, torch.cat(list(self.weights), dim=1), self._kernel_key)
         n, c, _ = x.shape
         monos = self.monomials(x)
         outs = []

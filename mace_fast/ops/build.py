@@ -77,9 +77,9 @@ def _nvcc() -> str:
     raise KernelBuildError("nvcc (the CUDA compiler) was not found; set CUDA_HOME or put nvcc on PATH")
 
 
-def compile_shared(prefix: str, source: str) -> Path:
-    """Compile generated CUDA ``source`` into a cached shared library; returns its path."""
-    digest = hashlib.sha1((source + kernel_source("channelwise_tp.h") + " ".join(cuda_arch_flags())).encode())
+def compile_shared(prefix: str, source: str, header: str) -> Path:
+    """Compile generated CUDA ``source`` (including ``header``) into a cached shared library."""
+    digest = hashlib.sha1((source + kernel_source(header) + " ".join(cuda_arch_flags())).encode())
     lib = cache_dir() / f"{prefix}_{digest.hexdigest()[:16]}.so"
     if lib.is_file():
         return lib
@@ -106,7 +106,7 @@ def binding() -> ModuleType:
             raise KernelBuildError("the CUDA kernels need a CUDA device")
         from torch.utils import cpp_extension
 
-        text = kernel_source("channelwise_tp_binding.cpp") + kernel_source("channelwise_tp.h")
+        text = "".join(kernel_source(f) for f in ("binding.cpp", "channelwise_tp.h", "symmetric_contraction.h"))
         name = f"mace_fast_binding_{hashlib.sha1(text.encode()).hexdigest()[:12]}"
         build = cache_dir() / name
         build.mkdir(parents=True, exist_ok=True)
@@ -115,7 +115,7 @@ def binding() -> ModuleType:
         try:
             module = cpp_extension.load(
                 name=name,
-                sources=[str(kernels_dir() / "channelwise_tp_binding.cpp")],
+                sources=[str(kernels_dir() / "binding.cpp")],
                 build_directory=str(build),
                 extra_include_paths=[str(kernels_dir())],
                 extra_cflags=["-O3"],

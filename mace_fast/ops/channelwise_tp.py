@@ -50,7 +50,7 @@ _OUT_DIM: Dict[str, int] = {}
 
 def compile_tp(tp: ChannelwiseTensorProduct) -> str:
     """Compile (or find cached) the kernels for ``tp``'s paths; returns the key the op takes."""
-    path = compile_shared("mace_fast_tp", channelwise_tp_source(tp))
+    path = compile_shared("mace_fast_tp", channelwise_tp_source(tp), "channelwise_tp.h")
     key = path.stem
     if key not in _LIBRARY:
         _LIBRARY[key] = binding().load_library(str(path))

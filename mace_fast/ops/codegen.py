@@ -1,6 +1,6 @@
-"""Generate the CUDA source of the channel-wise tensor product for one architecture.
+"""Generate the CUDA sources of one architecture's kernels from the templates in ``kernels/``.
 
-The template ``kernels/channelwise_tp.cu`` has ``@@NAME@@`` markers; this module fills them
+The templates have ``@@NAME@@`` markers; this module fills them
 with straight-line code: one register per accumulator and one multiply-add per non-zero
 Clebsch–Gordan coefficient, so that the compiler sees every index as a constant.
 """
@@ -17,7 +17,7 @@ from ..irreps import Irreps
 from ..nn.tensor_product import ChannelwiseTensorProduct
 from .build import kernel_source
 
-__all__ = ["channelwise_tp_source"]
+__all__ = ["channelwise_tp_source", "symmetric_contraction_source"]
 
 Entry = Tuple[int, int, int, float]  # (m1, global m2, m3, coefficient)
 
@@ -103,13 +103,74 @@ def channelwise_tp_source(tp: ChannelwiseTensorProduct) -> str:
     source = kernel_source("channelwise_tp.cu")
     # LOAD_G appears twice: before the edge loop (edges kernel) and inside it (nodes kernel).
     first, rest = source.split("@@LOAD_G@@", 1)
-    source = first + "\n".join(L["LOAD_G"]) + rest.replace("@@LOAD_G@@", "\n".join(load_g_edge))
+    source = first + "\n".join(L.pop("LOAD_G")) + rest.replace("@@LOAD_G@@", "\n".join(load_g_edge))
+    return _fill(source, values, L, "channelwise_tp.cu")
+
+
+def symmetric_contraction_source(sc) -> str:
+    """Complete CUDA source for a :class:`~mace_fast.nn.symmetric_contraction.SymmetricContraction`.
+
+    Weights are expected concatenated over output blocks then degrees: ``[Z, K_total, C]``.
+    """
+    dim = sc.irreps_in.dim
+    out_off = [s.start for s in sc.irreps_out.slices()]
+    k_off, k_total = {}, 0
+    for b in range(len(sc.irreps_out)):
+        for degree in range(1, sc.correlation + 1):
+            k_off[b, degree] = k_total
+            k_total += sc.num_params[b][degree - 1]
+    # Non-zero entries grouped by monomial: (degree, row) -> {(block, m): [(weight index, coef)]}
+    groups: Dict[Tuple[int, int], Dict[Tuple[int, int], List[Tuple[int, float]]]] = {}
+    monomials = {}
+    for b, (_, ir) in enumerate(sc.irreps_out):
+        for degree in range(1, sc.correlation + 1):
+            k = sc.num_params[b][degree - 1]
+            if k == 0:
+                continue
+            basis = getattr(sc, f"basis_{b}_{degree}").to(torch.float64).reshape(-1, ir.dim, k)
+            idx = getattr(sc, f"monomials_{degree}").tolist()
+            for row, m, kk in (basis.abs() > 1e-12).nonzero().tolist():
+                monomials[degree, row] = idx[row]
+                entry = groups.setdefault((degree, row), {}).setdefault((b, m), [])
+                entry.append((k_off[b, degree] + kk, float(basis[row, m, kk])))
+
+    L: Dict[str, List[str]] = defaultdict(list)
+    for i in range(dim):
+        L["LOAD_X"].append(f"  const scalar_t x{i} = xn[{i}];")
+        L["GX_DECL"].append(f"  scalar_t gx{i} = 0;")
+        L["STORE_GX"].append(f"  gx[{i}] = gx{i};")
+    for kk in range(k_total):
+        L["LOAD_W"].append(f"  const scalar_t w{kk} = wz[{kk} * C];")
+    for b, (_, ir) in enumerate(sc.irreps_out):
+        for m in range(ir.dim):
+            L["ACC_DECL"].append(f"  scalar_t acc{b}_{m} = 0;")
+            L["STORE"].append(f"  o[{out_off[b]} + c * {ir.dim} + {m}] = acc{b}_{m};")
+            L["LOAD_G"].append(f"  const scalar_t g{b}_{m} = go[{out_off[b]} + c * {ir.dim} + {m}];")
+    for key in sorted(groups):
+        factors = [f"x{i}" for i in monomials[key]]
+        L["FORWARD"].append(f"  {{ const scalar_t p = {' * '.join(factors)};")
+        alpha_terms = []
+        for (b, m), terms in sorted(groups[key].items()):
+            weighted = _sum([f"{_lit(coef)} * w{kk}" for kk, coef in terms])
+            L["FORWARD"].append(f"    acc{b}_{m} += ({weighted}) * p;")
+            alpha_terms.append(f"({weighted}) * g{b}_{m}")
+        # d p / d x_i for each factor: the product of the other factors.
+        L["BACKWARD"].append(f"  {{ const scalar_t alpha = {_sum(alpha_terms)};")
+        for j, i in enumerate(monomials[key]):
+            others = factors[:j] + factors[j + 1:]
+            L["BACKWARD"].append(f"    gx{i} += alpha{''.join(' * ' + f for f in others)};")
+        L["FORWARD"].append("  }")
+        L["BACKWARD"].append("  }")
+    values = {"D": str(dim), "K": str(k_total), "F_OUT": str(sc.irreps_out.dim)}
+    return _fill(kernel_source("symmetric_contraction.cu"), values, L, "symmetric_contraction.cu")
+
+
+def _fill(source: str, values: Dict[str, str], lines: Dict[str, List[str]], name: str) -> str:
     for key, val in values.items():
         source = source.replace(f"@@{key}@@", val)
-    for key, lines in L.items():
-        if key != "LOAD_G":
-            source = source.replace(f"@@{key}@@", "\n".join(lines))
+    for key, block in lines.items():
+        source = source.replace(f"@@{key}@@", "\n".join(block))
     missing = sorted(set(re.findall(r"@@([A-Z_]+)@@", source)))
     if missing:
-        raise RuntimeError(f"unfilled markers in channelwise_tp.cu: {missing}")
+        raise RuntimeError(f"unfilled markers in {name}: {missing}")
     return source

@@ -235,6 +235,9 @@ def _closest_key(key: str) -> str:
     another section, a mace-torch flag name, else the closest dotted key."""
     parts = key.split(".")
     leaf = parts[-1]
+    sections = sorted({k.split(".")[0] for k in ALL_KEYS})
+    if len(parts) == 1 and suggest(leaf, sections):
+        return suggest(leaf, sections)
     if len(parts) == 2:
         siblings = [k.split(".")[1] for k in ALL_KEYS if k.startswith(parts[0] + ".")]
         close = suggest(leaf, siblings)
@@ -246,7 +249,7 @@ def _closest_key(key: str) -> str:
     for name, target in MACE_TORCH_NAMES.items():
         if name.lower() == leaf.lower():
             return f" (did you mean {target!r}? mace-torch's --{name})"
-    return suggest(key, ALL_KEYS + sorted({k.split('.')[0] for k in ALL_KEYS}))
+    return suggest(key, ALL_KEYS + sections)
 
 
 def parse_override(text: str) -> Tuple[str, Any]:

@@ -126,12 +126,13 @@ def test_set_overrides_and_relative_paths(tmp_path, train_file, monkeypatch):
     write_frames(folder / "data" / "t.xyz", emt_frames(2, seed=1))
     data = tiny_config(tmp_path, "data/t.xyz")  # relative to the YAML file
     path = write_yaml(folder / "run.yaml", data)
-    monkeypatch.chdir(tmp_path)
+    write_frames(tmp_path / "test.xyz", emt_frames(2, seed=2))
+    monkeypatch.chdir(tmp_path)  # --set paths are relative to the working directory
     cfg = load_config(path, ["optim.lr=0.005", "data.e0s={Cu: -0.5}", "stage_two.enabled=true",
-                             f"data.test_file={train_file.name}"])  # fmt: skip
+                             "data.test_file=test.xyz"])  # fmt: skip
     assert cfg.data.train_file == str((folder / "data" / "t.xyz").resolve())
+    assert cfg.data.test_file == str((tmp_path / "test.xyz").resolve())
     assert cfg.optim.lr == 0.005 and cfg.data.e0s == {"Cu": -0.5} and cfg.stage_two.enabled is True
-    assert cfg.data.test_file is None or Path(cfg.data.test_file).parent == tmp_path.resolve()
     with pytest.raises(ConfigError, match=r"--set optim.learning_rate: unknown key \(did you mean 'optim.lr'"):
         load_config(path, ["optim.learning_rate=0.1"])
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):

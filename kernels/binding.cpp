@@ -1,6 +1,6 @@
-// torch binding of the channel-wise tensor-product kernels. Compiled once; each
-// architecture's kernels (channelwise_tp.cu, generated) are a small shared library that
-// load_library() opens, so a new architecture costs one nvcc run, not a torch build.
+// torch binding of the generated kernels (channelwise_tp.cu, symmetric_contraction.cu).
+// Compiled once; each architecture's kernels are a small shared library that
+// load_*_library() opens, so a new architecture costs one nvcc run, not a torch build.
 #include <dlfcn.h>
 
 #include <torch/extension.h>
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "channelwise_tp.h"
+#include "symmetric_contraction.h"
 
 namespace {
 
@@ -45,13 +46,13 @@ const Library& library(int64_t id) {
 }
 
 void check(const torch::Tensor& t, const char* name, int dim, c10::ScalarType type) {
-  TORCH_CHECK(t.is_cuda(), "tp_aggregate: ", name, " must be a CUDA tensor");
-  TORCH_CHECK(t.is_contiguous(), "tp_aggregate: ", name, " must be contiguous");
-  TORCH_CHECK(t.dim() == dim, "tp_aggregate: ", name, " must have ", dim, " dimensions");
-  TORCH_CHECK(t.scalar_type() == type, "tp_aggregate: ", name, " has dtype ", t.scalar_type(), ", expected ", type);
+  TORCH_CHECK(t.is_cuda(), "mace_fast op: ", name, " must be a CUDA tensor");
+  TORCH_CHECK(t.is_contiguous(), "mace_fast op: ", name, " must be contiguous");
+  TORCH_CHECK(t.dim() == dim, "mace_fast op: ", name, " must have ", dim, " dimensions");
+  TORCH_CHECK(t.scalar_type() == type, "mace_fast op: ", name, " has dtype ", t.scalar_type(), ", expected ", type);
 }
 
-void ok(cudaError_t err) { TORCH_CHECK(err == cudaSuccess, "tp_aggregate kernel failed: ", cudaGetErrorString(err)); }
+void ok(cudaError_t err) { TORCH_CHECK(err == cudaSuccess, "mace_fast kernel failed: ", cudaGetErrorString(err)); }
 
 }  // namespace
 
@@ -125,8 +126,89 @@ std::vector<torch::Tensor> backward(int64_t id, torch::Tensor grad_out, torch::T
   return {grad_h, grad_sh, grad_w};
 }
 
+// ---- symmetric contraction ------------------------------------------------------------
+
+namespace {
+
+struct ScLibrary {
+  ScDims dims;
+  decltype(&sc_forward_f32) fwd32;
+  decltype(&sc_forward_f64) fwd64;
+  decltype(&sc_backward_f32) bwd32;
+  decltype(&sc_backward_f64) bwd64;
+};
+
+std::vector<ScLibrary> sc_libraries;
+
+const ScLibrary& sc_library(int64_t id) {
+  std::lock_guard<std::mutex> lock(mutex);
+  TORCH_CHECK(id >= 0 && id < (int64_t)sc_libraries.size(), "symmetric_contraction: unknown kernel library ", id);
+  return sc_libraries[id];
+}
+
+}  // namespace
+
+int64_t load_sc_library(const std::string& path) {
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  TORCH_CHECK(handle != nullptr, "symmetric_contraction: cannot open ", path, ": ", dlerror());
+  ScLibrary lib;
+  lib.dims = symbol<ScDims (*)()>(handle, "sc_dims", path)();
+  lib.fwd32 = symbol<decltype(&sc_forward_f32)>(handle, "sc_forward_f32", path);
+  lib.fwd64 = symbol<decltype(&sc_forward_f64)>(handle, "sc_forward_f64", path);
+  lib.bwd32 = symbol<decltype(&sc_backward_f32)>(handle, "sc_backward_f32", path);
+  lib.bwd64 = symbol<decltype(&sc_backward_f64)>(handle, "sc_backward_f64", path);
+  std::lock_guard<std::mutex> lock(mutex);
+  sc_libraries.push_back(lib);
+  return (int64_t)sc_libraries.size() - 1;
+}
+
+torch::Tensor sc_forward(int64_t id, torch::Tensor x, torch::Tensor element, torch::Tensor weight) {
+  const ScLibrary& lib = sc_library(id);
+  const auto t = x.scalar_type();
+  check(x, "x", 3, t); check(element, "element", 1, torch::kLong); check(weight, "weight", 3, t);
+  const int64_t n = x.size(0), C = x.size(1);
+  TORCH_CHECK(x.size(2) == lib.dims.d && weight.size(1) == lib.dims.k && weight.size(2) == C,
+              "symmetric_contraction: shapes do not match the compiled basis");
+  TORCH_CHECK(C <= 1024 && element.size(0) == n, "symmetric_contraction: bad channel count or element vector");
+  const c10::cuda::CUDAGuard guard(x.device());
+  auto stream = c10::cuda::getCurrentCUDAStream().stream();
+  auto out = torch::empty({n, lib.dims.f_out}, x.options());
+  if (t == torch::kFloat) {
+    ok(lib.fwd32(x.data_ptr<float>(), element.data_ptr<int64_t>(), weight.data_ptr<float>(), out.data_ptr<float>(),
+                 n, (int)C, stream));
+  } else {
+    TORCH_CHECK(t == torch::kDouble, "symmetric_contraction: float32 or float64 only");
+    ok(lib.fwd64(x.data_ptr<double>(), element.data_ptr<int64_t>(), weight.data_ptr<double>(),
+                 out.data_ptr<double>(), n, (int)C, stream));
+  }
+  return out;
+}
+
+torch::Tensor sc_backward(int64_t id, torch::Tensor grad_out, torch::Tensor x, torch::Tensor element,
+                          torch::Tensor weight) {
+  const ScLibrary& lib = sc_library(id);
+  const auto t = x.scalar_type();
+  check(grad_out, "grad_out", 2, t); check(x, "x", 3, t); check(weight, "weight", 3, t);
+  TORCH_CHECK(grad_out.size(1) == lib.dims.f_out, "symmetric_contraction backward: gradient has the wrong width");
+  const c10::cuda::CUDAGuard guard(x.device());
+  auto stream = c10::cuda::getCurrentCUDAStream().stream();
+  auto grad_x = torch::empty_like(x);
+  const int64_t n = x.size(0), C = x.size(1);
+  if (t == torch::kFloat) {
+    ok(lib.bwd32(grad_out.data_ptr<float>(), x.data_ptr<float>(), element.data_ptr<int64_t>(),
+                 weight.data_ptr<float>(), grad_x.data_ptr<float>(), n, (int)C, stream));
+  } else {
+    ok(lib.bwd64(grad_out.data_ptr<double>(), x.data_ptr<double>(), element.data_ptr<int64_t>(),
+                 weight.data_ptr<double>(), grad_x.data_ptr<double>(), n, (int)C, stream));
+  }
+  return grad_x;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("load_library", &load_library, "open one architecture's kernel library; returns its id");
   m.def("forward", &forward, "channel-wise tensor product + receiver aggregation");
   m.def("backward", &backward, "gradients of the channel-wise tensor product");
+  m.def("load_sc_library", &load_sc_library, "open one architecture's symmetric-contraction library");
+  m.def("sc_forward", &sc_forward, "symmetric contraction");
+  m.def("sc_backward", &sc_backward, "gradient of the symmetric contraction with respect to its input");
 }
