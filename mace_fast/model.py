@@ -20,7 +20,7 @@ from . import keys as K
 from .config import ModelConfig
 from .irreps import Irrep, Irreps
 from .nn.interaction import InteractionBlock, scatter_sum
-from .nn.linear import ElementEmbedding, EquivariantLinear
+from .nn.linear import ElementEmbedding, EquivariantLinear, element_groups
 from .nn.radial import RadialEmbedding
 from .nn.readout import LinearReadout, NonLinearReadout
 from .nn.spherical_harmonics import spherical_harmonics
@@ -238,8 +238,9 @@ class MACE(nn.Module):
         if self.pair_repulsion is not None:
             node_energies.append(self.pair_repulsion(lengths, z[sender], z[receiver], receiver, num_nodes))
         feats = self.node_embedding(element)
+        groups = element_groups(element)
         for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
-            x, sc = interaction(feats, element, sh, edge_feats, edge_index, cutoff, csr)
+            x, sc = interaction(feats, element, sh, edge_feats, edge_index, cutoff, csr, groups)
             feats = product(x, sc, element, csr is not None)
             node_energies.append(readout(feats))
 

@@ -6,7 +6,9 @@ in a frame whose polar axis is e3nn's *y*).
 
 ``wigner_3j`` couples complex Clebsch-Gordan coefficients (Racah's formula, exact
 rational arithmetic) into that real basis, normalises to unit Frobenius norm and fixes
-the sign with e3nn's convention:
+the sign with the convention of e3nn 0.4.4 (the version mace-torch pins; e3nn >= 0.5
+computes its tensors differently and has the opposite overall sign for some triples,
+e.g. ``(1, 2, 2)``):
 
 * it is computed for ``l1 <= l2 <= l3``; other orders are axis permutations of it, with a
   factor ``(-1)^(l1+l2+l3)`` for odd permutations (the symmetry of the 3j symbols);
@@ -70,7 +72,7 @@ def _real_from_complex(l: int) -> torch.Tensor:
 
 @lru_cache(maxsize=None)
 def _wigner_3j_sorted(l1: int, l2: int, l3: int) -> torch.Tensor:
-    """Real 3j tensor for ``l1 <= l2 <= l3`` in e3nn's sign convention (float64)."""
+    """Real 3j tensor for ``l1 <= l2 <= l3`` in e3nn 0.4.4's sign convention (float64)."""
     cg = torch.zeros(2 * l1 + 1, 2 * l2 + 1, 2 * l3 + 1, dtype=torch.complex128)
     for m1 in range(-l1, l1 + 1):
         for m2 in range(-l2, l2 + 1):
@@ -109,7 +111,7 @@ def wigner_3j(l1: int, l2: int, l3: int, dtype: torch.dtype = torch.float64) -> 
     """Real Wigner 3j tensor ``C[2l1+1, 2l2+1, 2l3+1]``, unit Frobenius norm.
 
     Invariant: ``C[i,j,k] D1[i,a] D2[j,b] D3[k,c] = C[a,b,c]`` for every rotation, with
-    ``D = wigner_D``; equal to ``e3nn.o3.wigner_3j(l1, l2, l3)`` including its sign.
+    ``D = wigner_D``; equal to e3nn 0.4.4's ``o3.wigner_3j(l1, l2, l3)`` including its sign.
     """
     if not abs(l1 - l2) <= l3 <= l1 + l2:
         raise ValueError(f"degrees ({l1}, {l2}, {l3}) violate the triangle rule")

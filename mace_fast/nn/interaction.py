@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..irreps import Irreps
-from .linear import ElementLinear, EquivariantLinear, split_blocks
+from .linear import ElementGroups, ElementLinear, EquivariantLinear, split_blocks
 from .radial import RadialMLP
 from .tensor_product import ChannelwiseTensorProduct
 
@@ -101,11 +101,12 @@ class InteractionBlock(nn.Module):
         edge_index: torch.Tensor,
         cutoff: Optional[torch.Tensor] = None,
         csr: Optional["EdgeCSR"] = None,
+        groups: Optional[ElementGroups] = None,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """With ``csr`` (the CUDA backend) the fused kernel replaces gather, product and sum."""
         sender, receiver = edge_index[0], edge_index[1]
         num_nodes = node_feats.shape[0]
-        sc = self.skip(node_feats, element) if self.residual else None
+        sc = self.skip(node_feats, element, groups) if self.residual else None
 
         h = self.linear_up(node_feats)
         weights = self.radial_mlp(edge_feats)
@@ -135,7 +136,7 @@ class InteractionBlock(nn.Module):
         else:
             message = message / self.avg_num_neighbors
         if not self.residual:
-            message = self.skip(message, element)
+            message = self.skip(message, element, groups)
         return self.per_channel(message), sc
 
     def per_channel(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,14 +9,16 @@ normalisation, so weights are standard-normal at initialisation.
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from ..irreps import Irrep, Irreps
 
-__all__ = ["EquivariantLinear", "ElementLinear", "ElementEmbedding", "split_blocks"]
+__all__ = ["EquivariantLinear", "ElementLinear", "ElementEmbedding", "element_groups", "split_blocks"]
+
+ElementGroups = List[Tuple[int, torch.Tensor]]
 
 
 def split_blocks(x: torch.Tensor, irreps: Irreps) -> List[torch.Tensor]:
@@ -81,7 +83,9 @@ class ElementLinear(nn.Module):
             weights.append(nn.Parameter(torch.randn(num_elements, fan_in, mul_out)))
         self.weights = nn.ParameterList(weights)
 
-    def forward(self, x: torch.Tensor, element: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, element: torch.Tensor, groups: Optional[ElementGroups] = None) -> torch.Tensor:
+        """``groups`` (from :func:`element_groups`) saves recomputing them on every call."""
+        groups = element_groups(element) if groups is None else groups
         blocks = split_blocks(x, self.irreps_in)
         outs = []
         for (mul_out, ir), idx, w in zip(self.irreps_out, self.sources, self.weights):
@@ -90,19 +94,25 @@ class ElementLinear(nn.Module):
                 continue
             xin = torch.cat([blocks[i] for i in idx], dim=1) if len(idx) > 1 else blocks[idx[0]]
             w = w / math.sqrt(w.shape[1] * self.num_elements)
-            outs.append(_per_element_matmul(xin, element, w).reshape(x.shape[0], mul_out * ir.dim))
+            outs.append(_per_element_matmul(xin, groups, w).reshape(x.shape[0], mul_out * ir.dim))
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
 
 
-def _per_element_matmul(x: torch.Tensor, element: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``x [N, i, d], element [N], w [Z, i, o] -> [N, o, d]`` with ``w[element[n]]`` per atom.
+def element_groups(element: torch.Tensor) -> ElementGroups:
+    """``[(z, atom indices [n_z])]`` for every element present (one host sync)."""
+    return [(z, (element == z).nonzero().squeeze(1)) for z in torch.unique(element).tolist()]
+
+
+def _per_element_matmul(x: torch.Tensor, groups: ElementGroups, w: torch.Tensor) -> torch.Tensor:
+    """``x [N, i, d], w [Z, i, o] -> [N, o, d]`` with each atom's element's weight.
 
     Atoms are grouped by element so that each group is one matrix product; gathering a
     weight per atom would cost ``N * i * o`` memory.
     """
+    if len(groups) == 1:
+        return torch.einsum("nid,io->nod", x, w[groups[0][0]])
     out = x.new_zeros(x.shape[0], w.shape[2], x.shape[2])
-    for z in torch.unique(element).tolist():
-        sel = (element == z).nonzero().squeeze(1)
+    for z, sel in groups:
         out = out.index_copy(0, sel, torch.einsum("nid,io->nod", x[sel], w[z]))
     return out
 

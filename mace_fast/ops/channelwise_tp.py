@@ -37,10 +37,10 @@ class EdgeCSR:
 
 def edge_csr(edge_index: torch.Tensor, edge_ptr: torch.Tensor, num_nodes: int) -> EdgeCSR:
     sender, receiver = edge_index[0].contiguous(), edge_index[1].contiguous()
-    perm = torch.sort(sender, stable=True).indices
-    counts = torch.bincount(sender, minlength=num_nodes)
-    sender_ptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=sender.device)
-    sender_ptr[1:] = torch.cumsum(counts, 0)
+    ordered, perm = torch.sort(sender, stable=True)
+    # searchsorted, not bincount: no host synchronisation (keeps the step graph-capturable)
+    nodes = torch.arange(num_nodes + 1, device=sender.device, dtype=sender.dtype)
+    sender_ptr = torch.searchsorted(ordered, nodes)
     return EdgeCSR(sender, receiver, edge_ptr.contiguous(), perm, sender_ptr)
 
 
