@@ -1,0 +1,1 @@
+"""CUDA C++ sources of mace_fast (installed as mace_fast._kernels in a wheel)."""
