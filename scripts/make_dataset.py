@@ -2,11 +2,11 @@
 """Label a small, varied training set with a reference potential shipped with ASE (EMT).
 
 Structures of fcc metals (pure or random alloys): strained and rattled bulk cells,
-vacancies, surfaces (slabs), small clusters, molecular-dynamics snapshots at several
-temperatures, and one isolated atom per element (for E0s). Labels are written as
-``REF_energy`` (eV), ``REF_forces`` (eV/Å) and ``REF_stress`` (eV/Å^3, ASE sign, Voigt;
-only for fully periodic cells) with a ``config_type``. Everything is drawn from one seed,
-so the same command writes the same files.
+vacancies, surfaces (slabs), molecular-dynamics snapshots at several temperatures, small
+clusters (optional, off by default), and one isolated atom per element (for E0s). Labels
+are written as ``REF_energy`` (eV), ``REF_forces`` (eV/Å) and ``REF_stress`` (eV/Å^3, ASE
+sign, Voigt; only for fully periodic cells) with a ``config_type``. Everything is drawn
+from one seed, so the same command writes the same files (with the same ASE version).
 
     python scripts/make_dataset.py --elements Cu --out configs/data --seed 0
 
@@ -35,7 +35,7 @@ from ase import units
 FCC_METALS = ("Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt")
 
 
-def lattice_constant(elements: Sequence[str], rng: np.random.Generator) -> float:
+def lattice_constant(elements: Sequence[str]) -> float:
     """Vegard's-law fcc lattice constant of an equal mix (ASE reference states)."""
     return float(np.mean([reference_states[atomic_numbers[e]]["a"] for e in elements]))
 
@@ -61,7 +61,7 @@ def strain(atoms: ase.Atoms, isotropic: float, shear: float, rng: np.random.Gene
 
 
 def make_bulk(elements, rng) -> ase.Atoms:
-    a = lattice_constant(elements, rng)
+    a = lattice_constant(elements)
     reps = [(1, 1, 1), (2, 1, 1), (2, 2, 1)][rng.integers(3)]
     atoms = bulk("Cu", "fcc", a=a, cubic=True).repeat(reps)
     decorate(atoms, elements, rng)
@@ -70,7 +70,7 @@ def make_bulk(elements, rng) -> ase.Atoms:
 
 
 def make_vacancy(elements, rng) -> ase.Atoms:
-    a = lattice_constant(elements, rng)
+    a = lattice_constant(elements)
     atoms = bulk("Cu", "fcc", a=a, cubic=True).repeat((2, 2, 1))
     decorate(atoms, elements, rng)
     del atoms[int(rng.integers(len(atoms)))]
@@ -79,7 +79,7 @@ def make_vacancy(elements, rng) -> ase.Atoms:
 
 
 def make_surface(elements, rng) -> ase.Atoms:
-    a = lattice_constant(elements, rng)
+    a = lattice_constant(elements)
     build = [fcc111, fcc100, fcc110][rng.integers(3)]
     atoms = build("Cu", size=(2, 2, 3), a=a, vacuum=4.0, periodic=False)
     atoms.pbc = (True, True, False)
@@ -88,7 +88,7 @@ def make_surface(elements, rng) -> ase.Atoms:
 
 
 def make_cluster(elements, rng) -> ase.Atoms:
-    a = lattice_constant(elements, rng)
+    a = lattice_constant(elements)
     atoms = Icosahedron("Cu", noshells=2, latticeconstant=a * rng.uniform(0.96, 1.04))
     atoms.center(vacuum=5.0)
     atoms.pbc = False
@@ -98,7 +98,7 @@ def make_cluster(elements, rng) -> ase.Atoms:
 
 def md_snapshots(elements, rng, temperature: float, count: int, interval: int = 10) -> List[ase.Atoms]:
     """Langevin MD in a 16-atom cell; ``count`` snapshots ``interval`` steps apart."""
-    a = lattice_constant(elements, rng) * (1.0 + 1e-5 * temperature)  # rough thermal expansion
+    a = lattice_constant(elements) * (1.0 + 1e-5 * temperature)  # rough thermal expansion
     atoms = decorate(bulk("Cu", "fcc", a=a, cubic=True).repeat((2, 2, 1)), elements, rng)
     atoms.calc = EMT()
     # thermalize_momenta replaces MaxwellBoltzmannDistribution in newer ASE; same arguments.
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     parser.add_argument("--bulk", type=int, default=80)
     parser.add_argument("--vacancy", type=int, default=30)
     parser.add_argument("--surface", type=int, default=30)
-    parser.add_argument("--cluster", type=int, default=10)
+    parser.add_argument("--cluster", type=int, default=0, help="icosahedral clusters (off in the bundled set)")
     parser.add_argument("--temperatures", default="300,800,1400", help="MD temperatures in K")
     parser.add_argument("--md-snapshots", type=int, default=25, help="snapshots per temperature")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="size of the test set relative to train")

@@ -128,7 +128,7 @@ class StageTwoConfig:
     """Late switch of loss weights and learning rate (MACE's stage two / SWA)."""
 
     enabled: bool = False
-    start_epoch: Optional[int] = None  # null: 3/4 of max_epochs
+    start_epoch: Optional[int] = None  # stage two begins after this many epochs; null: 3/4 of max_epochs
     energy_weight: float = 1000.0
     forces_weight: float = 100.0
     stress_weight: float = 1.0
@@ -276,7 +276,10 @@ def _apply_override(data: Dict[str, Any], key: str, value: Any) -> None:
         if not isinstance(block.get(part), dict):
             block[part] = {}
         block = block[part]
-    block[parts[-1]] = value
+    if isinstance(value, dict) and isinstance(block.get(parts[-1]), dict) and len(parts) == 1:
+        block[parts[-1]] = _merge(block[parts[-1]], value)  # "--set optim={lr: 0.1}" keeps the other keys
+    else:
+        block[parts[-1]] = value
 
 
 def _explicit_keys(data: Dict[str, Any]) -> Set[str]:

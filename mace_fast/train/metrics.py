@@ -98,7 +98,7 @@ def format_table(rows: Dict[str, Dict[str, float]]) -> str:
                 line += [_num(m.get("forces_rel_rmse"))]
         lines.append(line)
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    rule = "+".join("-" * (w + 2) for w in widths)
+    rule = "-+-".join("-" * w for w in widths)
     text = [" | ".join(c.rjust(w) for c, w in zip(row, widths)) for row in lines]
     return "\n".join([text[0], rule] + text[1:])
 

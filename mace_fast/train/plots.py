@@ -39,8 +39,15 @@ def plot_learning_curves(records: List[Dict[str, Any]], path: Path) -> Optional[
             panel.semilogy(e, rmse, label="RMSE")
             panel.semilogy(e, mae, label="MAE", linestyle="--")
         panel.set(xlabel="epoch", ylabel=unit, title=f"Validation error: {key}")
+    from matplotlib.ticker import FuncFormatter
+
+    # Plain numbers (20, 50) rather than 2x10^1; minor ticks labelled at 2 and 5 only.
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    sparse = FuncFormatter(lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** np.floor(np.log10(v))) in (2, 5) else "")
     stage_two = [r["epoch"] + 1 for r in records if r.get("stage") == 2]
     for ax in axes:
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(sparse)
         if stage_two:
             ax.axvline(stage_two[0], color="grey", linestyle=":", label="stage two")
         ax.grid(True, which="both", alpha=0.3)

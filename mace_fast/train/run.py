@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -149,6 +150,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, overwrite: bool = False
     if cfg.run.threads is not None:
         torch.set_num_threads(cfg.run.threads)
     if cfg.run.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
         torch.use_deterministic_algorithms(True)
     dtype = getattr(torch, cfg.run.dtype)
     device = torch.device(cfg.run.device)

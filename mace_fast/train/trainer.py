@@ -197,7 +197,7 @@ class Trainer:
             group["lr"] = s.lr
         # Losses of the two stages are not comparable: stage two picks its own best model.
         p.best_loss, p.epochs_since_best = math.inf, 0
-        log.info("stage two from epoch %d: loss weights %s, lr %g", p.epoch, asdict(self.loss.weights), s.lr)
+        log.info("stage two from epoch %d: loss weights %s, lr %g", p.epoch + 1, asdict(self.loss.weights), s.lr)
 
     def _train_epoch(self):
         p = self.progress

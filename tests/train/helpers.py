@@ -38,7 +38,9 @@ def write_frames(path: Path, frames) -> Path:
 def tiny_config(tmp_path: Path, train_file: Path, **sections: Dict[str, Any]) -> Dict[str, Any]:
     """A config dict for a tiny, fast model; ``sections`` update the defaults section-wise."""
     config = {
-        "run": {"output_dir": str(tmp_path / "run"), "dtype": "float64", "seed": 0},
+        # One thread: tiny tensors gain nothing from two, and on a busy machine a second
+        # OpenMP thread makes each small scatter wait for a descheduled core.
+        "run": {"output_dir": str(tmp_path / "run"), "dtype": "float64", "seed": 0, "threads": 1},
         "data": {"train_file": str(train_file), "valid_fraction": 0.25, "batch_size": 2, "valid_batch_size": 8},
         "model": {"r_max": 4.0, "num_bessel": 4, "max_ell": 1, "hidden_irreps": "8x0e+8x1o", "radial_mlp": [8],
                   "correlation": 2, "mlp_irreps": "8x0e"},

@@ -62,5 +62,6 @@ def test_eval_reports_bad_input(tmp_path):
     cmd = [sys.executable, "-m", "mace_fast.cli.eval", "--model", str(tmp_path / "model.pt"), "--configs", str(data)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 2 and "bad.xyz, frame 1" in proc.stderr and "REF_forces" in proc.stderr
-    proc = subprocess.run(cmd[:3] + [str(tmp_path / "none.pt"), "--configs", str(data)], capture_output=True, text=True)
+    cmd[4] = str(tmp_path / "none.pt")  # the --model value
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 2 and "none.pt" in proc.stderr

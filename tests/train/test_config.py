@@ -133,6 +133,8 @@ def test_set_overrides_and_relative_paths(tmp_path, train_file, monkeypatch):
     assert cfg.data.train_file == str((folder / "data" / "t.xyz").resolve())
     assert cfg.data.test_file == str((tmp_path / "test.xyz").resolve())
     assert cfg.optim.lr == 0.005 and cfg.data.e0s == {"Cu": -0.5} and cfg.stage_two.enabled is True
+    cfg = load_config(path, ["optim={lr: 0.1}"])  # a whole section merges into the file's
+    assert cfg.optim.lr == 0.1 and cfg.optim.max_epochs == 2
     with pytest.raises(ConfigError, match=r"--set optim.learning_rate: unknown key \(did you mean 'optim.lr'"):
         load_config(path, ["optim.learning_rate=0.1"])
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):

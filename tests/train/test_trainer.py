@@ -76,7 +76,7 @@ def test_stage_two_switches_weights_and_lr(tmp_path, files):
     records = _records(tmp_path / "run")
     assert [r["stage"] for r in records] == [1, 1, 2, 2]
     assert [r["lr"] for r in records] == pytest.approx([0.01, 0.005, 0.0007, 0.0007])
-    assert "stage two from epoch 2" in (tmp_path / "run" / "train.log").read_text()
+    assert "stage two from epoch 3" in (tmp_path / "run" / "train.log").read_text()
 
 
 def test_resume_after_an_interruption_is_exact(tmp_path, files, monkeypatch):
