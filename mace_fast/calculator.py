@@ -32,7 +32,9 @@ class MaceFastCalculator(Calculator):
 
     ``model`` is a model file path or a loaded :class:`~mace_fast.model.MACE`;
     ``default_dtype`` ("float32"/"float64") casts the model, default: keep its dtype.
-    Stress is available when the cell has a volume.
+    ``backend``: "auto" (CUDA kernels on a GPU, the torch reference elsewhere), "torch" or
+    "cuda" (see :meth:`mace_fast.model.MACE.set_backend`). Stress is available when the
+    cell has a volume.
     """
 
     implemented_properties: List[str] = ["energy", "free_energy", "forces", "stress", "energies"]
@@ -42,6 +44,7 @@ class MaceFastCalculator(Calculator):
         model: Union[str, Path, MACE],
         device: Union[str, torch.device] = "cpu",
         default_dtype: Optional[str] = None,
+        backend: str = "auto",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -53,6 +56,7 @@ class MaceFastCalculator(Calculator):
         else:
             self.model = load_model(model, device=device, dtype=dtype)
         self.model.eval()
+        self.model.set_backend(backend)
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.device = torch.device(device)
