@@ -14,7 +14,10 @@ EDGE_INDEX = "edge_index"  # [2, E] int64: row 0 sender, row 1 receiver
 EDGE_PTR = "edge_ptr"  # [N+1] int64: edges of receiver i are edge_ptr[i]:edge_ptr[i+1]
 UNIT_SHIFTS = "unit_shifts"  # [E, 3] float: integer lattice images of the sender
 SHIFTS = "shifts"  # [E, 3] float: unit_shifts @ cell, Angstrom
-CELL = "cell"  # [G, 3, 3] float, rows are lattice vectors (zeros where not periodic)
+# [G, 3, 3] float, rows are lattice vectors: the caller's cell unchanged (zeros when there is
+# none). Rows of non-periodic directions are kept but do not enter the geometry, because their
+# shifts are zero; they do enter the cell volume that divides the stress.
+CELL = "cell"
 PBC = "pbc"  # [G, 3] bool
 BATCH = "batch"  # [N] int64: graph of each atom
 PTR = "ptr"  # [G+1] int64: atoms of graph g are ptr[g]:ptr[g+1]

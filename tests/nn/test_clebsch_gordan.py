@@ -1,5 +1,14 @@
-"""Wigner 3j tensors and Wigner D matrices against e3nn and against their defining properties."""
+"""Wigner 3j tensors and Wigner D matrices against e3nn and against their defining properties.
 
+mace_fast's 3j signs are those of e3nn 0.4.4 (mace-torch's pin, the basis of converted
+models); mace_fast never imports e3nn, so its numbers do not depend on the e3nn installed.
+e3nn >= 0.5 computes its 3j tensors anew, "via a change of basis from the complex to real
+basis" (its 0.5.0 changelog), which flips the overall sign of some triples, e.g. (1, 2, 2).
+Each (l1, l2, l3) invariant is one-dimensional, so that sign is the only freedom: against
+e3nn < 0.5 the tensors must be equal, against newer e3nn equal up to one sign per triple.
+"""
+
+import contextlib
 import itertools
 import math
 
@@ -21,21 +30,50 @@ def _axis_angle(axis, angle):
     return torch.eye(3, dtype=torch.float64) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k
 
 
-def test_wigner_3j_matches_e3nn_all_orders():
+def _e3nn_o3():
+    """e3nn's ``o3`` and whether its 3j signs are 0.4.x's (skips without e3nn)."""
     o3 = pytest.importorskip("e3nn.o3")
+    import e3nn
+
+    major, minor = (int(part) for part in e3nn.__version__.split(".")[:2])
+    return o3, (major, minor) < (0, 5)
+
+
+def _assert_3j_matches(ours, ref, same_signs, triple):
+    """Equal (e3nn < 0.5), or equal up to one overall sign for the triple (newer e3nn)."""
+    err = (ours - ref).abs().max().item()
+    if not same_signs:
+        err = min(err, (ours + ref).abs().max().item())
+    assert err < 1e-12, (triple, err)
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype):
+    """e3nn >= 0.5 builds its so(3) generators (hence ``D_from_matrix``) in the default dtype."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def test_wigner_3j_matches_e3nn_all_orders():
+    o3, same_signs = _e3nn_o3()
     for l1, l2, l3 in _triples(4):
         ours = wigner_3j(l1, l2, l3)
         assert ours.shape == (2 * l1 + 1, 2 * l2 + 1, 2 * l3 + 1) and ours.dtype == torch.float64
         ref = o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
-        assert (ours - ref).abs().max() < 1e-12, (l1, l2, l3)
+        assert ref.shape == ours.shape
+        _assert_3j_matches(ours, ref, same_signs, (l1, l2, l3))
 
 
 def test_wigner_3j_matches_e3nn_high_degrees():
-    o3 = pytest.importorskip("e3nn.o3")
+    o3, same_signs = _e3nn_o3()
     for l1, l2, l3 in _triples(8):
         if l1 <= l2 <= l3 and l3 >= 5:
             ref = o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
-            assert (wigner_3j(l1, l2, l3) - ref).abs().max() < 1e-12, (l1, l2, l3)
+            _assert_3j_matches(wigner_3j(l1, l2, l3), ref, same_signs, (l1, l2, l3))
 
 
 def test_wigner_3j_norm_dtype_and_cache_isolation():
@@ -64,7 +102,9 @@ def test_wigner_D_matches_e3nn(rng, l):
     o3 = pytest.importorskip("e3nn.o3")
     for _ in range(4):
         rot = random_rotation(rng)
-        ref = o3.Irrep(l, (-1) ** l).D_from_matrix(rot)
+        with _default_dtype(torch.float64):  # else e3nn >= 0.5 is float32-accurate only
+            ref = o3.Irrep(l, (-1) ** l).D_from_matrix(rot)
+        assert ref.dtype == torch.float64
         # e3nn goes through Euler angles, whose accuracy degrades near the identity.
         torch.testing.assert_close(wigner_D(l, rot), ref, atol=1e-10, rtol=0)
 
