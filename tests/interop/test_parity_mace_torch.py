@@ -34,23 +34,41 @@ def models(request):
     return request.param, ref, convert_mace_model(ref)
 
 
+def _outputs(model, graph, mace_model=None):
+    """The compared quantities of one evaluation (ours if ``mace_model`` is None)."""
+    if mace_model is None:
+        out = model(graph, compute_forces=True, compute_stress=True)
+        names = {"energy": K.ENERGY, "forces": K.FORCES, "interaction_energy": K.INTERACTION_ENERGY,
+                 "node_energy": K.NODE_ENERGY, "stress": K.STRESS}
+        return {k: out[v] for k, v in names.items()}
+    out = mace_model(mace_batch(graph, len(model.config.atomic_numbers)), compute_force=True, compute_stress=True)
+    return {k: out[k] for k in ("energy", "forces", "interaction_energy", "node_energy", "stress")}
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("structure", sorted(STRUCTURES))
 def test_energy_forces_stress_match(models, structure, dtype):
+    """float64: within 1e-10 relative. float32: within 1e-5 relative; where a quantity nearly
+    cancels (e.g. the forces in a tiny, almost symmetric cell) float32 round-off alone exceeds
+    that, and the criterion is then the one for kernels: our float32 error against the float64
+    result no more than twice mace-torch's own float32 error."""
     name, ref, ours = models
-    if dtype != torch.float64:  # cast copies: a float32 round trip would truncate the shared weights
-        ref, ours = copy.deepcopy(ref).to(dtype), copy.deepcopy(ours).to(dtype)
-    graph = graph_for(STRUCTURES[structure], ours, dtype)
-    out = ours(graph, compute_forces=True, compute_stress=True)
-    expected = ref(mace_batch(graph, len(ours.config.atomic_numbers)), compute_force=True, compute_stress=True)
-    tol = TOL[dtype]
-    assert graph[K.EDGE_INDEX].shape[1] > 0
-    errors = {
-        "energy": relative_error(out[K.ENERGY], expected["energy"]),
-        "forces": relative_error(out[K.FORCES], expected["forces"]),
-        "interaction_energy": relative_error(out[K.INTERACTION_ENERGY], expected["interaction_energy"]),
-        "node_energy": relative_error(out[K.NODE_ENERGY], expected["node_energy"]),
-    }
-    if structure != "molecule":
-        errors["stress"] = relative_error(out[K.STRESS], expected["stress"])
-    assert all(e < tol for e in errors.values()), f"{name}/{structure}/{dtype}: {errors}"
+    graph64 = graph_for(STRUCTURES[structure], ours, torch.float64)
+    assert graph64[K.EDGE_INDEX].shape[1] > 0
+    expected64 = _outputs(ours, graph64, ref)
+    if dtype == torch.float64:
+        got, expected = _outputs(ours, graph64), expected64
+    else:  # cast copies: a float32 round trip would truncate the shared weights
+        graph = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in graph64.items()}
+        ref32, ours32 = copy.deepcopy(ref).to(dtype), copy.deepcopy(ours).to(dtype)
+        got, expected = _outputs(ours32, graph), _outputs(ours32, graph, ref32)
+    keys = [k for k in got if not (k == "stress" and structure == "molecule")]
+    errors = {k: relative_error(got[k], expected[k]) for k in keys}
+    failed = {k: e for k, e in errors.items() if e >= TOL[dtype]}
+    if dtype == torch.float32:
+        failed = {
+            k: (e, relative_error(got[k], expected64[k]), relative_error(expected[k], expected64[k]))
+            for k, e in failed.items()
+            if relative_error(got[k], expected64[k]) > 2 * relative_error(expected[k], expected64[k])
+        }
+    assert not failed, f"{name}/{structure}/{dtype}: {failed} (all: {errors})"
