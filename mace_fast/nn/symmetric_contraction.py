@@ -25,7 +25,7 @@ from typing import List
 import torch
 from torch import nn
 
-from ..irreps import Irrep, Irreps
+from ..irreps import Irreps
 from .coupling_basis import symmetric_coupling_basis
 
 __all__ = ["SymmetricContraction", "monomial_indices"]

@@ -144,7 +144,7 @@ def test_set_overrides_and_relative_paths(tmp_path, train_file, monkeypatch):
 
 
 def test_extends_merges_and_detects_cycles(tmp_path, train_file):
-    base = write_yaml(tmp_path / "base.yaml", tiny_config(tmp_path, train_file, optim={"lr": 0.002}))
+    write_yaml(tmp_path / "base.yaml", tiny_config(tmp_path, train_file, optim={"lr": 0.002}))
     child = write_yaml(tmp_path / "child.yaml", {"optim": {"max_epochs": 7}}, extends="base.yaml")
     cfg = load_config(child)
     assert cfg.optim.lr == 0.002 and cfg.optim.max_epochs == 7 and cfg.model.hidden_irreps == "8x0e+8x1o"
