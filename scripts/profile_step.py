@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--backend", default="cuda")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument("--host", action="store_true", help="sort by host (CPU) time: where launch overhead goes")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
     z = [14]
@@ -41,10 +42,12 @@ def main() -> None:
     for _ in range(3):
         model(g)[K.FORCES]
     torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+    acts = [torch.profiler.ProfilerActivity.CUDA] + ([torch.profiler.ProfilerActivity.CPU] if args.host else [])
+    with torch.profiler.profile(activities=acts) as prof:
         model(g)[K.FORCES]
         torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.rows, max_name_column_width=60))
+    key = "self_cpu_time_total" if args.host else "cuda_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=args.rows, max_name_column_width=60))
 
 
 if __name__ == "__main__":
