@@ -14,7 +14,7 @@
 // Every sum runs in a fixed order: results are bit-identical from run to run.
 
 // Plain CUDA: no torch headers here, so nvcc alone can compile it (the CPU CI does);
-// the torch binding is kernels/channelwise_tp_binding.cpp.
+// the torch binding is kernels/binding.cpp.
 #include <cstdint>
 #include <cuda_runtime.h>
 

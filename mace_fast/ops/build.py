@@ -1,6 +1,6 @@
 """Find the CUDA sources and compile them on first use.
 
-Two pieces: one torch binding (``kernels/*_binding.cpp``, built with torch cpp_extension
+Two pieces: one torch binding (``kernels/binding.cpp``, built with torch cpp_extension
 + ninja once per torch version) and, per architecture, a shared library of generated
 kernels (plain nvcc, a few seconds, several in parallel) that the binding opens.
 
