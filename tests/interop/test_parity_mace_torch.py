@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -45,19 +46,28 @@ def _outputs(model, graph, mace_model=None):
     return {k: out[k] for k in ("energy", "forces", "interaction_energy", "node_energy", "stress")}
 
 
+def _float32_errors(ref, ours, ref32, ours32, make, keys):
+    """Relative errors against float64 mace-torch of (our float32, mace-torch's float32)."""
+    graph64 = graph_for(make, ours, torch.float64)
+    exact = _outputs(ours, graph64, ref)
+    graph = {k: (v.float() if v.is_floating_point() else v) for k, v in graph64.items()}
+    got, theirs = _outputs(ours32, graph), _outputs(ours32, graph, ref32)
+    return {k: (relative_error(got[k], exact[k]), relative_error(theirs[k], exact[k])) for k in keys}
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("structure", sorted(STRUCTURES))
 def test_energy_forces_stress_match(models, structure, dtype):
     """float64: within 1e-10 relative. float32: within 1e-5 relative; where a quantity nearly
     cancels (e.g. the forces in a tiny, almost symmetric cell) float32 round-off alone exceeds
-    that, and the criterion is then the one for kernels: our float32 error against the float64
-    result no more than twice mace-torch's own float32 error."""
+    that, and the criterion is then the one for kernels: our float32 error against float64 no
+    more than twice mace-torch's own, as an RMS over five fresh structures (one draw of two
+    independent round-offs can differ by more than 2x by chance)."""
     name, ref, ours = models
     graph64 = graph_for(STRUCTURES[structure], ours, torch.float64)
     assert graph64[K.EDGE_INDEX].shape[1] > 0
-    expected64 = _outputs(ours, graph64, ref)
     if dtype == torch.float64:
-        got, expected = _outputs(ours, graph64), expected64
+        got, expected = _outputs(ours, graph64), _outputs(ours, graph64, ref)
     else:  # cast copies: a float32 round trip would truncate the shared weights
         graph = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in graph64.items()}
         ref32, ours32 = copy.deepcopy(ref).to(dtype), copy.deepcopy(ours).to(dtype)
@@ -65,10 +75,8 @@ def test_energy_forces_stress_match(models, structure, dtype):
     keys = [k for k in got if not (k == "stress" and structure == "molecule")]
     errors = {k: relative_error(got[k], expected[k]) for k in keys}
     failed = {k: e for k, e in errors.items() if e >= TOL[dtype]}
-    if dtype == torch.float32:
-        failed = {
-            k: (e, relative_error(got[k], expected64[k]), relative_error(expected[k], expected64[k]))
-            for k, e in failed.items()
-            if relative_error(got[k], expected64[k]) > 2 * relative_error(expected[k], expected64[k])
-        }
+    if failed and dtype == torch.float32:
+        draws = [_float32_errors(ref, ours, ref32, ours32, STRUCTURES[structure], list(failed)) for _ in range(5)]
+        rms = {k: [float(np.sqrt(np.mean([d[k][i] ** 2 for d in draws]))) for i in (0, 1)] for k in failed}
+        failed = {k: (errors[k], r) for k, r in rms.items() if r[0] > 2 * r[1]}
     assert not failed, f"{name}/{structure}/{dtype}: {failed} (all: {errors})"
