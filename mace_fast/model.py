@@ -145,11 +145,9 @@ class MACE(nn.Module):
             raise RuntimeError(f"backend='cuda' cannot be used: {reason}")
         if reason is None:
             try:
-                from .ops.build import kernels_dir
-
-                kernels_dir()
+                self._compile_kernels()  # a no-op once every layer has its kernels
             except Exception as err:  # pragma: no cover - depends on the install
-                reason = str(err)
+                reason = f"the kernels could not be built: {err}"
                 if self.backend == "cuda":
                     raise
         if reason and not self._fallback_said:
@@ -222,7 +220,6 @@ class MACE(nn.Module):
             from .ops.channelwise_tp import edge_csr
             from .ops.segment import edge_vectors
 
-            self._compile_kernels()
             csr = edge_csr(edge_index, batch[K.EDGE_PTR], num_nodes)
             vectors = edge_vectors(pos, shifts, csr)
         else:
