@@ -17,10 +17,10 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from . import keys as K
-from .data.graph import ElementTable, build_graph
+from .data.graph import ElementTable
 from .model import MACE
 from .model_file import load_model
+from .step import ModelStep
 
 __all__ = ["MaceFastCalculator"]
 
@@ -35,6 +35,11 @@ class MaceFastCalculator(Calculator):
     ``backend``: "auto" (CUDA kernels on a GPU, the torch reference elsewhere), "torch" or
     "cuda" (see :meth:`mace_fast.model.MACE.set_backend`). Stress is available when the
     cell has a volume.
+
+    Each step goes through :class:`~mace_fast.step.ModelStep`: ``skin`` (Å) is its Verlet
+    buffer (default 0.5 on a GPU, where the list is kept between steps, and 0 on the CPU,
+    where the extra edges would cost more than rebuilding); ``cuda_graph`` captures the
+    step as a CUDA graph (default: on CUDA devices).
     """
 
     implemented_properties: List[str] = ["energy", "free_energy", "forces", "stress", "energies"]
@@ -45,6 +50,8 @@ class MaceFastCalculator(Calculator):
         device: Union[str, torch.device] = "cpu",
         default_dtype: Optional[str] = None,
         backend: str = "auto",
+        skin: Optional[float] = None,
+        cuda_graph: Optional[bool] = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -62,6 +69,10 @@ class MaceFastCalculator(Calculator):
         self.device = torch.device(device)
         self.dtype = next(self.model.parameters()).dtype
         self.elements = ElementTable(self.model.config.atomic_numbers)
+        if skin is None:
+            skin = 0.5 if self.device.type == "cuda" else 0.0
+        self.step = ModelStep(self.model, skin=skin, cuda_graph=cuda_graph)
+        self._stress_asked = False
 
     def calculate(self, atoms=None, properties=None, system_changes=all_changes) -> None:
         properties = properties or ["energy"]
@@ -71,18 +82,16 @@ class MaceFastCalculator(Calculator):
         has_volume = bool(atoms.pbc.any()) and abs(np.linalg.det(cell)) > 1e-12
         if "stress" in properties and not has_volume:
             raise PropertyNotImplementedError("stress needs a periodic cell with a non-zero volume")
-        graph = build_graph(
-            atoms.positions, atoms.numbers, cell, atoms.pbc, self.model.r_max, self.elements, self.dtype
-        )
-        graph = {k: v.to(self.device) for k, v in graph.items()}
-        out = self.model(graph, compute_forces=True, compute_stress=has_volume)
-        energy = float(out[K.ENERGY].detach().double().sum())
+        # Stress costs a strain derivative: compute it once it has been asked for (NPT, cell
+        # filters ask every step, separately from the forces), not in plain MD.
+        self._stress_asked |= "stress" in properties
+        stress = has_volume and self._stress_asked
+        result = self.step(atoms.positions, atoms.numbers, cell, atoms.pbc, stress=stress)
         self.results = {
-            "energy": energy,
-            "free_energy": energy,
-            "forces": out[K.FORCES].detach().double().cpu().numpy(),
-            "energies": out[K.NODE_ENERGY].detach().double().cpu().numpy(),
+            "energy": result.energy,
+            "free_energy": result.energy,
+            "forces": result.forces,
+            "energies": result.energies,
         }
-        if has_volume:
-            stress = out[K.STRESS].detach().double().cpu().numpy()[0]
-            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
+        if stress:
+            self.results["stress"] = full_3x3_to_voigt_6_stress(result.stress)

@@ -20,7 +20,7 @@ from . import keys as K
 from .config import ModelConfig
 from .irreps import Irrep, Irreps
 from .nn.interaction import InteractionBlock, scatter_sum
-from .nn.linear import ElementEmbedding, EquivariantLinear, element_groups
+from .nn.linear import ElementEmbedding, ElementGroups, EquivariantLinear, element_groups
 from .nn.radial import RadialEmbedding
 from .nn.readout import LinearReadout, NonLinearReadout
 from .nn.spherical_harmonics import spherical_harmonics
@@ -189,7 +189,11 @@ class MACE(nn.Module):
         compute_virials: bool = False,
         compute_stress: bool = False,
         training: bool = False,
+        groups: Optional[ElementGroups] = None,
     ) -> Dict[str, torch.Tensor]:
+        """``groups`` (from :func:`~mace_fast.nn.linear.element_groups` of ``element_index``)
+        may be passed by callers that reuse one batch layout: computing them costs a host
+        synchronisation, which a captured CUDA graph cannot contain."""
         element = batch[K.ELEMENT_INDEX]
         edge_index = batch[K.EDGE_INDEX]
         graph = batch[K.BATCH]
@@ -235,7 +239,7 @@ class MACE(nn.Module):
         if self.pair_repulsion is not None:
             node_energies.append(self.pair_repulsion(lengths, z[sender], z[receiver], receiver, num_nodes))
         feats = self.node_embedding(element)
-        groups = element_groups(element)
+        groups = element_groups(element) if groups is None else groups
         for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
             x, sc = interaction(feats, element, sh, edge_feats, edge_index, cutoff, csr, groups)
             feats = product(x, sc, element, csr is not None)

@@ -3,7 +3,9 @@
 
 Every contender evaluates the *same weights* (a random mace-torch MP-medium model,
 converted) on the same graphs in one process: mace_fast with the CUDA kernels
-(``fast``), mace_fast's torch reference (``ref``), mace-torch with e3nn (``e3nn``) and,
+(``fast``), the same captured once as a CUDA graph and replayed (``graph``: positions
+change every step, the edge list of the first input is kept, as between the rebuilds of
+a Verlet list), mace_fast's torch reference (``ref``), mace-torch with e3nn (``e3nn``) and,
 where importable, mace-torch converted to cuEquivariance (``cueq``). Median of ``--reps``
 timed steps after ``--warmup``, synchronised, fresh jittered positions each step, peak
 memory from ``torch.cuda.max_memory_allocated``. Prints a table and writes JSON.
@@ -36,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from mace_fast import keys as K  # noqa: E402
 from mace_fast.data.graph import ElementTable, build_graph  # noqa: E402
 from mace_fast.interop.mace_torch import convert_mace_model  # noqa: E402
+from mace_fast.nn.linear import element_groups  # noqa: E402
 from tests.interop.mace_models import build_mace_torch_model, mace_batch  # noqa: E402
 
 
@@ -80,16 +83,46 @@ def commit() -> str:
         return os.environ.get("MACE_FAST_COMMIT", "unknown")
 
 
+class GraphedForces:
+    """Forces of ``model`` captured as one CUDA graph per system size, replayed with new positions."""
+
+    def __init__(self, model) -> None:
+        self.model, self.size, self.graph = model, None, None
+
+    def __call__(self, g):
+        batch = g["ours"]
+        if batch[K.POSITIONS].shape != self.size:
+            self.graph = None  # free the previous system's graph before the next capture
+            self.static = {k: v.clone() for k, v in batch.items()}
+            groups = element_groups(self.static[K.ELEMENT_INDEX])
+            run = lambda: self.model(self.static, compute_forces=True, groups=groups)[K.FORCES]  # noqa: E731
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                run(), run()
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.forces = run()
+            self.size = batch[K.POSITIONS].shape
+        self.static[K.POSITIONS].copy_(batch[K.POSITIONS])
+        self.graph.replay()
+        return self.forces
+
+
 def contenders(device: str, dtype: torch.dtype, which):
     """name -> (model, input adapter, output forces) for every contender that loads."""
     source = build_mace_torch_model("mp_medium")
     out = {}
     ours = convert_mace_model(source).to(dtype).to(device)
-    if "fast" in which and device.startswith("cuda"):
+    if ("fast" in which or "graph" in which) and device.startswith("cuda"):
         import copy
 
         fast = copy.deepcopy(ours).set_backend("cuda")
-        out["fast"] = lambda g: fast(g["ours"], compute_forces=True)[K.FORCES]
+        if "fast" in which:
+            out["fast"] = lambda g: fast(g["ours"], compute_forces=True)[K.FORCES]
+        if "graph" in which:
+            out["graph"] = GraphedForces(fast)
     if "ref" in which:
         out["ref"] = lambda g: ours(g["ours"], compute_forces=True)[K.FORCES]
     if "e3nn" in which:
@@ -111,7 +144,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--systems", nargs="+", default=["si2", "si4"])
-    parser.add_argument("--contenders", nargs="+", default=["fast", "ref", "e3nn", "cueq"])
+    parser.add_argument("--contenders", nargs="+", default=["fast", "graph", "ref", "e3nn", "cueq"])
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--max-ref-atoms", type=int, default=15000, help="skip ref/e3nn above this size (memory)")

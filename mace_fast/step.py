@@ -1,0 +1,236 @@
+"""One evaluation of energy, forces and stress per MD or relaxation step, with little overhead.
+
+Three things make a step cheap:
+
+* a Verlet (skin) neighbour list: edges are found within ``r_max + skin`` and kept until
+  some atom has moved more than ``skin / 2`` or the cell has changed. Edges longer than
+  ``r_max`` add exactly zero, because every radial function of the model carries the
+  cutoff envelope, which is exactly zero beyond ``r_max``, and the radial MLPs have no bias;
+* on a GPU the list is built there (:func:`~mace_fast.data.cell_list.neighbour_list_torch`):
+  positions cross to the device once per step and one packed array of results comes back;
+* on a GPU the whole step, model forward and backward, is captured once as a CUDA graph
+  and replayed: one launch instead of hundreds. A graph needs fixed shapes, so the edge
+  arrays have a fixed capacity. Unused slots hold edges between "ghost" atoms that form a
+  second graph of the batch, with no edge to the real atoms and placed so far apart that
+  their edges contribute exactly zero; the ghosts' energy, forces and stress are dropped.
+  The padding is spread over several ghost receivers so that none of them becomes a long
+  serial segment for the per-receiver kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+from . import keys as K
+from .data.graph import ElementTable
+from .data.neighbours import neighbour_list
+from .model import MACE
+from .nn.linear import element_groups
+
+__all__ = ["ModelStep", "StepResult"]
+
+# Extra edge slots allocated above the current count, so that the list can grow a little
+# between rebuilds without a new capture.
+_CAPACITY_MARGIN = 0.10
+_MIN_SPARE_EDGES = 64
+# Distance between ghost atoms: far beyond any cutoff (ZBL's included).
+_GHOST_SPACING = 20.0
+
+
+@dataclass
+class StepResult:
+    """Results of one structure, float64 numpy on the host."""
+
+    energy: float
+    forces: np.ndarray  # [N, 3] eV/Å
+    energies: np.ndarray  # [N] eV, per-atom energies
+    stress: Optional[np.ndarray]  # [3, 3] eV/Å^3 (ASE sign), None when not computed
+
+
+class ModelStep:
+    """``step(positions, numbers, cell, pbc, stress) -> StepResult`` for one structure at a time.
+
+    Args:
+        model: a MACE model (its device and dtype are used; it is put in eval mode).
+        skin: Verlet buffer in Å (0 rebuilds the list whenever any atom moved).
+        cuda_graph: capture and replay the step as a CUDA graph (default: on CUDA devices).
+        static_shapes: keep fixed-capacity, ghost-padded edge arrays (implied by
+            ``cuda_graph``; on its own it exists to test the padding without a GPU).
+
+    ``num_builds`` and ``num_captures`` count neighbour-list builds and graph captures.
+    """
+
+    def __init__(
+        self, model: MACE, skin: float = 0.5, cuda_graph: Optional[bool] = None, static_shapes: bool = False
+    ) -> None:
+        if skin < 0:
+            raise ValueError(f"skin must be >= 0 Å, got {skin}")
+        self.model = model.eval()
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.skin = float(skin)
+        self.cutoff = float(model.r_max) + self.skin
+        self.use_graph = self.device.type == "cuda" if cuda_graph is None else bool(cuda_graph)
+        if self.use_graph and self.device.type != "cuda":
+            raise ValueError("cuda_graph=True needs the model on a CUDA device")
+        self.static_shapes = self.use_graph or static_shapes
+        self.elements = ElementTable(model.config.atomic_numbers)
+        self.num_builds = 0
+        self.num_captures = 0
+        self._layout = None
+        self._ref_positions: Optional[np.ndarray] = None
+        self._ref_cell: Optional[np.ndarray] = None
+        self._batch: Dict[str, torch.Tensor] = {}
+        self._capacity = -1
+        self._graph: Optional[torch.cuda.CUDAGraph] = None
+        self._packed: Optional[torch.Tensor] = None
+
+    # ------------------------------------------------------------------ public
+    def __call__(
+        self,
+        positions: np.ndarray,
+        numbers: np.ndarray,
+        cell: Optional[np.ndarray],
+        pbc: Sequence[bool],
+        stress: bool = False,
+    ) -> StepResult:
+        positions = np.ascontiguousarray(positions, dtype=np.float64)
+        numbers = np.asarray(numbers)
+        cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
+        pbc = tuple(bool(p) for p in pbc)
+        layout = (positions.shape, numbers.tobytes(), pbc, bool(stress))
+        if layout != self._layout:
+            self._element = torch.as_tensor(self.elements.index(numbers), device=self.device)
+            self._layout, self._ref_positions, self._capacity, self._graph = layout, None, -1, None
+        n = positions.shape[0]
+        pos_dev = torch.from_numpy(positions).to(self.device, non_blocking=False)
+        if self._needs_rebuild(positions, cell):
+            self._rebuild(positions, pos_dev, cell, pbc)
+        self._batch[K.POSITIONS][:n].copy_(pos_dev)
+        packed = self._run()
+        return StepResult(
+            energy=float(packed[0]),
+            stress=packed[1:10].reshape(3, 3) if stress else None,
+            forces=packed[10 : 10 + 3 * n].reshape(n, 3),
+            energies=packed[10 + 3 * n :],
+        )
+
+    # ---------------------------------------------------------- neighbour list
+    def _needs_rebuild(self, positions: np.ndarray, cell: np.ndarray) -> bool:
+        if self._ref_positions is None or not np.array_equal(cell, self._ref_cell):
+            return True
+        moved2 = np.einsum("ij,ij->i", positions - self._ref_positions, positions - self._ref_positions).max()
+        return bool(moved2 > (0.5 * self.skin) ** 2)
+
+    def _edges(self, positions: np.ndarray, pos_dev: torch.Tensor, cell: np.ndarray, pbc):
+        """``(edge_index [2, E], unit_shifts [E, 3] float64, edge_ptr [N+1])`` on the device."""
+        if self.device.type == "cuda":
+            from .data.cell_list import neighbour_list_torch
+
+            cell_dev = torch.from_numpy(cell).to(self.device)[None]
+            pbc_dev = torch.tensor([pbc], device=self.device)
+            return neighbour_list_torch(pos_dev, self.cutoff, cell_dev, pbc_dev)
+        sender, receiver, unit_shifts = neighbour_list(positions, self.cutoff, cell, pbc)
+        edge_index = torch.from_numpy(np.stack([sender, receiver]).astype(np.int64)).reshape(2, -1)
+        edge_ptr = torch.from_numpy(np.searchsorted(receiver, np.arange(positions.shape[0] + 1)).astype(np.int64))
+        return edge_index, torch.from_numpy(unit_shifts.reshape(-1, 3)), edge_ptr
+
+    def _rebuild(self, positions: np.ndarray, pos_dev: torch.Tensor, cell: np.ndarray, pbc) -> None:
+        edge_index, unit_shifts, edge_ptr = self._edges(positions, pos_dev, cell, pbc)
+        self.num_builds += 1
+        num_edges = edge_index.shape[1]
+        if not self.static_shapes:
+            self._allocate(positions.shape[0], num_edges, 0, pbc)
+        elif num_edges > self._capacity:
+            spare = max(int(_CAPACITY_MARGIN * num_edges), _MIN_SPARE_EDGES)
+            degree = max(num_edges / max(positions.shape[0], 1), 1.0)
+            self._allocate(positions.shape[0], num_edges + spare, max(2, int(np.ceil(spare / degree))), pbc)
+        self._fill_edges(edge_index, unit_shifts, edge_ptr, cell)
+        self._ref_positions, self._ref_cell = positions.copy(), cell.copy()
+
+    # ------------------------------------------------------------ static batch
+    def _allocate(self, n: int, capacity: int, ghosts: int, pbc) -> None:
+        """Fixed-shape batch of ``n`` atoms (+ ``ghosts`` in a second graph) and ``capacity`` edges."""
+        dev, dt, lng = self.device, self.dtype, torch.long
+        graphs = 1 + (ghosts > 0)
+        positions = torch.zeros(n + ghosts, 3, dtype=dt, device=dev)
+        positions[n:, 0] = _GHOST_SPACING * torch.arange(ghosts, dtype=dt, device=dev)
+        element = torch.cat([self._element, torch.zeros(ghosts, dtype=lng, device=dev)])
+        self._batch = {
+            K.POSITIONS: positions,
+            K.ELEMENT_INDEX: element,
+            K.ATOMIC_NUMBERS: self.model.atomic_numbers[element],
+            K.BATCH: torch.cat([torch.zeros(n, dtype=lng, device=dev), torch.ones(ghosts, dtype=lng, device=dev)]),
+            K.PTR: torch.tensor([0, n, n + ghosts][: graphs + 1], dtype=lng, device=dev),
+            K.CELL: torch.zeros(graphs, 3, 3, dtype=dt, device=dev),
+            K.PBC: torch.tensor([list(pbc), [False] * 3][:graphs], device=dev),
+            K.EDGE_INDEX: torch.zeros(2, capacity, dtype=lng, device=dev),
+            K.EDGE_PTR: torch.zeros(n + ghosts + 1, dtype=lng, device=dev),
+            K.UNIT_SHIFTS: torch.zeros(capacity, 3, dtype=dt, device=dev),
+            K.SHIFTS: torch.zeros(capacity, 3, dtype=dt, device=dev),
+        }
+        self._num_atoms, self._ghosts, self._capacity = n, ghosts, capacity
+        self._groups = element_groups(element)  # the one host sync, here rather than per step
+        self._graph = None
+
+    def _fill_edges(self, edge_index, unit_shifts, edge_ptr, cell: np.ndarray) -> None:
+        b, n, ghosts = self._batch, self._num_atoms, self._ghosts
+        num_edges = edge_index.shape[1]
+        pad = self._capacity - num_edges
+        dev = self.device
+        b[K.EDGE_INDEX][:, :num_edges].copy_(edge_index)
+        b[K.EDGE_PTR][: n + 1].copy_(edge_ptr)
+        b[K.UNIT_SHIFTS][:num_edges].copy_(unit_shifts)
+        b[K.UNIT_SHIFTS][num_edges:].zero_()
+        if ghosts:
+            # Padding edge j goes to ghost floor(j K / pad) from the next ghost: receiver-sorted.
+            k = torch.arange(pad, device=dev) * ghosts // max(pad, 1)
+            b[K.EDGE_INDEX][1, num_edges:].copy_(n + k)
+            b[K.EDGE_INDEX][0, num_edges:].copy_(n + (k + 1) % ghosts)
+            bounds = torch.arange(1, ghosts + 1, device=dev)
+            b[K.EDGE_PTR][n + 1 :].copy_(num_edges + (bounds * pad + ghosts - 1) // ghosts)
+        cell_dev = torch.from_numpy(cell).to(dev)
+        b[K.CELL][0].copy_(cell_dev)
+        b[K.SHIFTS].copy_(b[K.UNIT_SHIFTS].double() @ cell_dev)
+
+    # -------------------------------------------------------------- evaluation
+    def _forward(self) -> torch.Tensor:
+        """The step: ``[energy, stress (9), forces (3N), per-atom energies (N)]`` of graph 0."""
+        stress = self._layout[3]
+        out = self.model(self._batch, compute_forces=True, compute_stress=stress, groups=self._groups)
+        n = self._num_atoms
+        parts = [
+            out[K.ENERGY][:1],
+            out[K.STRESS][0].reshape(9) if stress else out[K.ENERGY].new_zeros(9),
+            out[K.FORCES][:n].reshape(-1),
+            out[K.NODE_ENERGY][:n],
+        ]
+        return torch.cat([p.detach() for p in parts]).to(torch.float64)
+
+    def _run(self) -> np.ndarray:
+        if not self.use_graph:
+            return self._forward().cpu().numpy()
+        if self._graph is None:
+            self._capture()
+        self._graph.replay()
+        return self._packed.cpu().numpy()
+
+    def _capture(self) -> None:
+        # Warm up on a side stream (kernels compiled, cuBLAS handles made), then capture.
+        side = torch.cuda.Stream(device=self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._forward()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        self._graph = None
+        self._packed = None
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            packed = self._forward()
+        self._graph, self._packed = graph, packed
+        self.num_captures += 1

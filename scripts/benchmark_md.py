@@ -1,0 +1,138 @@
+#!/usr/bin/env python
+"""Cost of one MD step through ASE (``atoms.get_forces()`` in a VelocityVerlet loop).
+
+For each system: the model alone (mace_fast with kernels, energy+forces on a prebuilt
+graph, as in ``benchmark.py``), then ASE MD steps with ``MaceFastCalculator`` and with
+mace-torch's ``MACECalculator`` (cuEquivariance, and e3nn if asked) on the same weights (a
+random MP-medium model). Reports ms per MD step, the ratio to the model-only time, and
+how often mace_fast rebuilt its neighbour list.
+
+    python scripts/benchmark_md.py --device cuda --systems si4 si8 si12 --steps 50 --json md.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from ase.md.verlet import VelocityVerlet  # noqa: E402
+from ase.units import fs  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from benchmark import commit, sync, system, time_steps  # noqa: E402
+
+from mace_fast import keys as K  # noqa: E402
+from mace_fast.calculator import MaceFastCalculator  # noqa: E402
+from mace_fast.data.graph import ElementTable, build_graph  # noqa: E402
+from mace_fast.interop.mace_torch import convert_mace_model  # noqa: E402
+from tests.interop.mace_models import build_mace_torch_model  # noqa: E402
+
+
+def md_atoms(name: str, seed: int = 0):
+    atoms = system(name, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed + 1)
+    # 300 K Maxwell-Boltzmann momenta (amu * Å/fs-ish ASE units), zero total momentum.
+    masses = atoms.get_masses()[:, None]
+    p = rng.normal(0.0, 1.0, (len(atoms), 3)) * np.sqrt(masses * 300 * 8.617333e-5)
+    atoms.set_momenta(p - p.mean(axis=0))
+    return atoms
+
+
+def time_md(atoms, calc, device: str, warmup: int, steps: int) -> float:
+    """Seconds per VelocityVerlet step (1 fs) with ``calc``."""
+    atoms = atoms.copy()
+    atoms.calc = calc
+    dyn = VelocityVerlet(atoms, timestep=1.0 * fs)
+    dyn.run(warmup)
+    sync(device)
+    t0 = time.perf_counter()
+    dyn.run(steps)
+    sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--systems", nargs="+", default=["si4", "si8", "si12"])
+    parser.add_argument("--peers", nargs="*", default=["cueq"], help="mace-torch calculators: cueq, e3nn")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--skin", type=float, default=None, help="mace_fast Verlet skin, Å (default: the calculator's)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    dtype = getattr(torch, args.dtype)
+
+    source = build_mace_torch_model("mp_medium")
+    model = convert_mace_model(source).to(device=args.device, dtype=dtype).set_backend("auto")
+    table = ElementTable(model.config.atomic_numbers)
+    source_file = Path(tempfile.mkdtemp()) / "mp_medium.model"
+    torch.save(source, source_file)
+
+    peers = {}
+    for peer in args.peers:
+        try:
+            from mace.calculators import MACECalculator
+
+            default = torch.get_default_dtype()
+            peers[peer] = MACECalculator(model_paths=str(source_file), device=args.device,
+                                         default_dtype=args.dtype, enable_cueq=(peer == "cueq"))
+            torch.set_default_dtype(default)  # mace-torch changes it; mace_fast never does
+        except Exception as err:  # mace-torch or cuEquivariance absent here
+            print(f"{peer} calculator unavailable: {type(err).__name__}: {err}", flush=True)
+
+    rows = []
+    for name in args.systems:
+        atoms = md_atoms(name)
+        row = dict(system=name, atoms=len(atoms))
+        g = build_graph(atoms.positions, atoms.numbers, atoms.cell.array, atoms.pbc, model.r_max, table, dtype)
+        g = {k: v.to(args.device) for k, v in g.items()}
+        t_model, _ = time_steps(lambda b: model(b, compute_forces=True)[K.FORCES], [g], args.device, 3, 20)
+        row["model_ms"] = 1e3 * t_model
+        calc = MaceFastCalculator(model, device=args.device, skin=args.skin)
+        row["fast_ms"] = 1e3 * time_md(atoms, calc, args.device, args.warmup, args.steps)
+        row["fast_builds"] = calc.step.num_builds
+        row["fast_captures"] = calc.step.num_captures
+        row["fast_over_model"] = row["fast_ms"] / row["model_ms"]
+        del calc
+        for peer, pcalc in peers.items():
+            row[f"{peer}_ms"] = 1e3 * time_md(atoms, pcalc, args.device, 2, max(5, args.steps // 5))
+            row[f"{peer}_over_fast"] = row[f"{peer}_ms"] / row["fast_ms"]
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+
+    info = dict(date=time.strftime("%Y-%m-%d"), commit=commit(), device=args.device, dtype=args.dtype,
+                torch=torch.__version__, python=platform.python_version(), steps=args.steps,
+                model="MP-medium (random weights)", integrator="ASE VelocityVerlet, 1 fs, 300 K start")
+    if args.device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name()
+    print(json.dumps(info))
+    head = "| system | atoms | model only | mace_fast MD step | step/model | list builds | " + " | ".join(
+        f"{p} MD step | {p}/mace_fast" for p in peers) + " |"
+    print(head)
+    for r in rows:
+        peer_cells = " | ".join(f"{r[f'{p}_ms']:.1f} ms | {r[f'{p}_over_fast']:.1f}x" for p in peers)
+        print(f"| {r['system']} | {r['atoms']} | {r['model_ms']:.2f} ms | {r['fast_ms']:.2f} ms | "
+              f"{r['fast_over_model']:.2f} | {r['fast_builds']} | {peer_cells} |")
+    if args.json:
+        args.json.write_text(json.dumps(dict(info=info, rows=rows), indent=2))
+
+
+if __name__ == "__main__":
+    main()
