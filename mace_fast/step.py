@@ -37,6 +37,7 @@ __all__ = ["ModelStep", "StepResult"]
 # between rebuilds without a new capture.
 _CAPACITY_MARGIN = 0.10
 _MIN_SPARE_EDGES = 64
+_CAPACITY_GROWTH = 1.25
 # Distance between ghost atoms: far beyond any cutoff (ZBL's included).
 _GHOST_SPACING = 20.0
 
@@ -146,9 +147,13 @@ class ModelStep:
         if not self.static_shapes:
             self._allocate(positions.shape[0], num_edges, 0, pbc)
         elif num_edges > self._capacity:
-            spare = max(int(_CAPACITY_MARGIN * num_edges), _MIN_SPARE_EDGES)
+            # Grow by at least a quarter when the list outgrows its capacity, so that a
+            # structure that keeps densifying is recaptured a few times, not at every rebuild.
+            capacity = max(num_edges + max(int(_CAPACITY_MARGIN * num_edges), _MIN_SPARE_EDGES),
+                           int(_CAPACITY_GROWTH * self._capacity))
             degree = max(num_edges / max(positions.shape[0], 1), 1.0)
-            self._allocate(positions.shape[0], num_edges + spare, max(2, int(np.ceil(spare / degree))), pbc)
+            ghosts = max(2, int(np.ceil((capacity - num_edges) / degree)))
+            self._allocate(positions.shape[0], capacity, ghosts, pbc)
         self._fill_edges(edge_index, unit_shifts, edge_ptr, cell)
         self._ref_positions, self._ref_cell = positions.copy(), cell.copy()
 

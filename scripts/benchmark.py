@@ -74,13 +74,15 @@ def time_steps(step, inputs, device, warmup, reps):
 
 
 def commit() -> str:
-    """The checkout's commit (or ``$MACE_FAST_COMMIT`` where the tree has no git history)."""
+    """``$MACE_FAST_COMMIT`` if set (a copied tree may carry stale git data), else the checkout's."""
+    if os.environ.get("MACE_FAST_COMMIT"):
+        return os.environ["MACE_FAST_COMMIT"]
     try:
         return subprocess.check_output(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True, stderr=subprocess.DEVNULL
         ).strip()
     except Exception:
-        return os.environ.get("MACE_FAST_COMMIT", "unknown")
+        return "unknown"
 
 
 class GraphedForces:
