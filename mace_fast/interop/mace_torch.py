@@ -168,7 +168,11 @@ def _contraction_weights(contraction, irreps_in: Irreps, ir, num_channels: int) 
         theirs[corr - 1 - j] = w
     out = []
     for degree in range(1, corr + 1):
-        u_theirs = getattr(contraction, f"U_matrix_{degree}").detach().to(torch.float64)
+        stored = getattr(contraction, f"U_matrix_{degree}").detach()
+        # A model built in float32 stores its basis rounded to float32 (~1e-8 relative); the
+        # exact basis is then what that rounding approximates, so allow for it.
+        tolerance = 1e-9 if stored.dtype == torch.float64 else 1e-6
+        u_theirs = stored.to(torch.float64)
         if ir.l == 0:
             u_theirs = u_theirs.unsqueeze(0)
         u_theirs = _symmetrise(u_theirs, degree)
@@ -177,7 +181,7 @@ def _contraction_weights(contraction, irreps_in: Irreps, ir, num_channels: int) 
         b = u_theirs.reshape(-1, u_theirs.shape[-1])
         change = a.T @ b  # ours is orthonormal: least-squares coefficients
         residual = (a @ change - b).norm() / max(b.norm().item(), 1e-300)
-        if residual > 1e-9:
+        if residual > tolerance:
             raise ConversionError(
                 f"product basis for {ir} degree {degree} is not spanned by mace_fast's basis (residual {residual:.2e})"
             )
@@ -229,6 +233,11 @@ def convert_mace_model(source: Union[torch.nn.Module, str, Path]) -> MACE:
         else:
             for k, w in enumerate(_linear_blocks(readout.linear)):
                 sd[f"readouts.{i}.linear.weights.{k}"] = w
+    # The Bessel frequencies and prefactor are stored in the source's dtype: copy them, so
+    # that a model built in float32 is reproduced with its own rounded constants.
+    bessel = model.radial_embedding.bessel_fn
+    sd["radial_embedding.bessel.bessel_weights"] = bessel.bessel_weights.detach().reshape(-1)
+    sd["radial_embedding.bessel.prefactor"] = bessel.prefactor.detach().reshape(())
     if config.pair_repulsion:
         for name in ("c", "a_exp", "a_prefactor"):
             sd[f"pair_repulsion.{name}"] = getattr(model.pair_repulsion_fn, name).detach()
@@ -254,6 +263,6 @@ def convert_mace_model(source: Union[torch.nn.Module, str, Path]) -> MACE:
 
 def _derived(key: str) -> bool:
     """Buffers fixed by the config (not read from the source model)."""
-    return key.split(".")[-1] in ("bessel_weights", "prefactor", "r_max", "covalent_radii", "scale", "shift") or (
+    return key.split(".")[-1] in ("r_max", "covalent_radii", "scale", "shift") or (
         key.startswith("pair_repulsion.") or key.startswith("radial_embedding.transform.")
     )
