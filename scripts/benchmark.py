@@ -91,6 +91,10 @@ class GraphedForces:
     def __init__(self, model) -> None:
         self.model, self.size, self.graph = model, None, None
 
+    def release(self) -> None:
+        """Free the captured graph and its memory pool (before other contenders run)."""
+        self.size, self.graph, self.static, self.forces = None, None, None, None
+
     def __call__(self, g):
         batch = g["ours"]
         if batch[K.POSITIONS].shape != self.size:
@@ -181,6 +185,8 @@ def main() -> None:
             except torch.OutOfMemoryError:
                 row[who] = "OOM"
             finally:
+                if hasattr(step, "release"):
+                    step.release()
                 if args.device.startswith("cuda"):
                     torch.cuda.empty_cache()
             print(name, who, row[who], flush=True)
