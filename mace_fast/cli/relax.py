@@ -1,5 +1,10 @@
 """``mace-fast-relax STRUCTURES... --model M``: relax structures and write them to extxyz.
 
+With FIRE (the default) the structures are relaxed together, many per model batch
+(:func:`mace_fast.md.batch_relax.relax_batch`; each structure follows the trajectory ASE's
+FIRE would give it alone). ``--one-by-one`` relaxes them one after another with ASE's FIRE
+instead; BFGS and LBFGS always run one by one through ASE.
+
 Exit code 1 if any structure could not be read or relaxed (the others are still written).
 """
 
@@ -39,17 +44,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--fmax", type=float, default=0.01, help="force tolerance, eV/Å")
     parser.add_argument("--steps", type=int, default=500, help="maximum optimizer steps per structure")
     parser.add_argument("--cell", action="store_true", help="relax the cell too (FrechetCellFilter)")
+    parser.add_argument("--one-by-one", action="store_true",
+                        help="FIRE: relax structures one after another with ASE instead of batched")
+    parser.add_argument("--max-atoms-per-batch", type=int, default=4096,
+                        help="batched FIRE: atoms per model batch at most (default 4096)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.fmax <= 0 or args.steps < 0:
         parser.error("--fmax must be > 0 and --steps >= 0")
+    if args.max_atoms_per_batch < 1:
+        parser.error("--max-atoms-per-batch must be >= 1")
+    batched = args.optimizer == "FIRE" and not args.one_by_one
 
     import ase.io
     from tqdm import tqdm
 
     from mace_fast.calculator import MaceFastCalculator
+    from mace_fast.md.batch_relax import relax_batch
     from mace_fast.md.relax import relax_structures
 
     try:
@@ -60,8 +73,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     atoms_list, sources, read_failures = read_all(args.structures)
     with tqdm(total=len(atoms_list), desc="relax", unit="struct", disable=args.no_progress, file=sys.stderr) as bar:
-        results = relax_structures(atoms_list, calc, args.optimizer, args.fmax, args.steps, args.cell,
-                                   sources=sources, progress=lambda r: bar.update(1))
+        if batched:
+            results = relax_batch(atoms_list, calc.model, args.fmax, args.steps, args.cell,
+                                  max_atoms_per_batch=args.max_atoms_per_batch, sources=sources,
+                                  progress=lambda r: bar.update(1))
+        else:
+            results = relax_structures(atoms_list, calc, args.optimizer, args.fmax, args.steps, args.cell,
+                                       sources=sources, progress=lambda r: bar.update(1))
 
     done = [r.atoms for r in results if r.ok]
     if done:
