@@ -38,7 +38,7 @@ __all__ = ["ModelStep", "StepResult"]
 _CAPACITY_MARGIN = 0.10
 _MIN_SPARE_EDGES = 64
 _CAPACITY_GROWTH = 1.25
-# Distance between ghost atoms: far beyond any cutoff (ZBL's included).
+# Distance between ghost atoms (at least twice the cutoff): beyond any cutoff, ZBL's included.
 _GHOST_SPACING = 20.0
 
 
@@ -163,7 +163,8 @@ class ModelStep:
         dev, dt, lng = self.device, self.dtype, torch.long
         graphs = 1 + (ghosts > 0)
         positions = torch.zeros(n + ghosts, 3, dtype=dt, device=dev)
-        positions[n:, 0] = _GHOST_SPACING * torch.arange(ghosts, dtype=dt, device=dev)
+        spacing = max(_GHOST_SPACING, 2.0 * self.cutoff)
+        positions[n:, 0] = spacing * torch.arange(ghosts, dtype=dt, device=dev)
         element = torch.cat([self._element, torch.zeros(ghosts, dtype=lng, device=dev)])
         self._batch = {
             K.POSITIONS: positions,

@@ -304,3 +304,22 @@ def test_cli_batched_equals_one_by_one(seed, tmp_path):
         assert np.abs(b.cell.array - r.cell.array).max() < 1e-7, seed
         assert abs(b.get_potential_energy() - r.get_potential_energy()) < 1e-7, seed
         assert b.get_forces().shape == (2, 3) and b.get_stress().shape == (6,)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cell", [False, True])
+def test_gpu_batch_follows_the_cpu_batch(seed, cell):
+    """On CUDA the batch is built by the GPU cell list and the model runs its kernels: in
+    float64 the trajectory equals the CPU one (matscipy list, torch reference)."""
+    rng = np.random.default_rng(seed)
+    model = random_model(seed)
+    structures = [rattled_cu(rng), strained_si(rng), rattled_cu(rng, (1, 1, 2))]
+    if not cell:
+        structures.append(cluster(rng))
+    cpu = relax_batch(structures, model, fmax=1e-9, steps=15, cell=cell, device="cpu")
+    gpu = relax_batch(structures, model, fmax=1e-9, steps=15, cell=cell, device="cuda")
+    for a, b in zip(cpu, gpu):
+        assert a.ok and b.ok and a.steps == b.steps == 15, (seed, a.error, b.error)
+        assert np.abs(a.atoms.positions - b.atoms.positions).max() < 1e-9, seed
+        assert np.abs(a.atoms.cell.array - b.atoms.cell.array).max() < 1e-9, seed
+        assert abs(a.energy - b.energy) < 1e-9 * max(1.0, abs(a.energy)), seed
