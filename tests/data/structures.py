@@ -85,3 +85,48 @@ def edge_set(sender, receiver, unit_shifts) -> Set[Edge]:
         (int(s), int(r), tuple(S))
         for s, r, S in zip(np.asarray(sender).tolist(), np.asarray(receiver).tolist(), shifts)
     }
+
+
+def named_structure(name: str, rng: np.random.Generator):
+    """(positions, cell or None, pbc, cutoff) of one named kind, freshly drawn."""
+    pbc = (True, True, True)
+    if name == "triclinic":
+        cell, cutoff, n = random_cell(rng), 4.0, 12
+    elif name == "left_handed":
+        cell, cutoff, n = random_cell(rng) * [[-1], [1], [1]], 4.0, 8
+    elif name == "cube_smaller_than_cutoff":
+        cell, cutoff, n = 2.0 * np.eye(3), 5.0, 3
+    elif name == "two_atoms_in_a_2.5_A_cube_cutoff_5":
+        cell, cutoff, n = 2.5 * np.eye(3), 5.0, 2
+    elif name == "triclinic_smaller_than_cutoff":
+        cell, cutoff, n = random_cell(rng, 1.5, 2.5), 4.5, 2
+    elif name == "thinner_than_cutoff_in_one_direction":
+        cell, cutoff, n = random_cell(rng, 6.0, 9.0) * [[1], [1], [0.3]], 4.0, 10
+    elif name == "big_cell_few_atoms":  # vacuum: the bin count is capped
+        cell, cutoff, n = random_cell(rng, 25.0, 40.0), 3.0, 6
+    elif name == "slab":
+        cell, pbc, cutoff, n = random_cell(rng), (True, True, False), 4.0, 10
+    elif name == "slab_without_c":
+        cell, pbc, cutoff, n = random_cell(rng), (True, True, False), 4.0, 10
+        cell[2] = 0.0
+    elif name == "slab_periodic_in_x_and_z":
+        cell, pbc, cutoff, n = random_cell(rng), (True, False, True), 4.0, 10
+        cell[1] = 0.0
+    elif name == "wire":
+        cell, pbc, cutoff, n = random_cell(rng), (True, False, False), 4.0, 8
+        cell[1:] = 0.0
+    elif name == "wire_along_z_with_cell":
+        cell, pbc, cutoff, n = random_cell(rng), (False, False, True), 4.0, 8
+    elif name == "molecule":
+        cell, pbc, cutoff, n = None, (False, False, False), 3.0, 15
+    elif name == "molecule_with_cell":
+        cell, pbc, cutoff, n = random_cell(rng), (False, False, False), 3.0, 15
+    elif name == "far_outside_the_cell":
+        cell, cutoff, n = random_cell(rng), 4.0, 10
+    else:
+        raise KeyError(name)
+    # random_positions already puts atoms outside the periodic cell (fractions -0.4..1.4)
+    positions = random_positions(rng, n, cell, pbc)
+    if name == "far_outside_the_cell":
+        positions = positions + rng.integers(-50, 51, (n, 3)) @ cell
+    return positions, cell, pbc, cutoff

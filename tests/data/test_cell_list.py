@@ -14,50 +14,7 @@ from mace_fast.data.cell_list import neighbour_list_torch
 from mace_fast.data.errors import InputError
 from mace_fast.data.neighbours import neighbour_list
 
-from .structures import edge_set, random_cell, random_positions
-
-
-def _structure(name, rng):
-    """(positions, cell or None, pbc, cutoff) of one named kind, freshly drawn."""
-    pbc = (True, True, True)
-    if name == "triclinic":
-        cell, cutoff, n = random_cell(rng), 4.0, 12
-    elif name == "left_handed":
-        cell, cutoff, n = random_cell(rng) * [[-1], [1], [1]], 4.0, 8
-    elif name == "two_atoms_in_a_2.5_A_cube_cutoff_5":
-        cell, cutoff, n = 2.5 * np.eye(3), 5.0, 2
-    elif name == "triclinic_smaller_than_cutoff":
-        cell, cutoff, n = random_cell(rng, 1.5, 2.5), 4.5, 2
-    elif name == "thinner_than_cutoff_in_one_direction":
-        cell, cutoff, n = random_cell(rng, 6.0, 9.0) * [[1], [1], [0.3]], 4.0, 10
-    elif name == "big_cell_few_atoms":  # vacuum: the bin count is capped
-        cell, cutoff, n = random_cell(rng, 25.0, 40.0), 3.0, 6
-    elif name == "slab":
-        cell, pbc, cutoff, n = random_cell(rng), (True, True, False), 4.0, 10
-    elif name == "slab_without_c":
-        cell, pbc, cutoff, n = random_cell(rng), (True, True, False), 4.0, 10
-        cell[2] = 0.0
-    elif name == "slab_periodic_in_x_and_z":
-        cell, pbc, cutoff, n = random_cell(rng), (True, False, True), 4.0, 10
-        cell[1] = 0.0
-    elif name == "wire":
-        cell, pbc, cutoff, n = random_cell(rng), (True, False, False), 4.0, 8
-        cell[1:] = 0.0
-    elif name == "wire_along_z_with_cell":
-        cell, pbc, cutoff, n = random_cell(rng), (False, False, True), 4.0, 8
-    elif name == "molecule":
-        cell, pbc, cutoff, n = None, (False, False, False), 3.0, 15
-    elif name == "molecule_with_cell":
-        cell, pbc, cutoff, n = random_cell(rng), (False, False, False), 3.0, 15
-    elif name == "far_outside_the_cell":
-        cell, cutoff, n = random_cell(rng), 4.0, 10
-    else:
-        raise KeyError(name)
-    # random_positions already puts atoms outside the periodic cell (fractions -0.4..1.4)
-    positions = random_positions(rng, n, cell, pbc)
-    if name == "far_outside_the_cell":
-        positions = positions + rng.integers(-50, 51, (n, 3)) @ cell
-    return positions, cell, pbc, cutoff
+from .structures import edge_set, named_structure, random_cell, random_positions
 
 
 NAMES = [
@@ -131,7 +88,7 @@ def _assert_matches(result, expected, num_atoms, dtype=torch.float64):
 @pytest.mark.parametrize("name", NAMES)
 def test_matches_matscipy(name, np_rng):
     for _ in range(3):
-        positions, cell, pbc, cutoff = _structure(name, np_rng)
+        positions, cell, pbc, cutoff = named_structure(name, np_rng)
         result = _run(positions, cell, pbc, cutoff)
         expected = neighbour_list(positions, cutoff, cell, pbc)
         _assert_matches(result, expected, len(positions))
@@ -152,7 +109,7 @@ def test_batch_of_different_structures(np_rng):
     cutoff = 4.0
     structures = []
     for name in NAMES * 2:
-        positions, cell, pbc, _ = _structure(name, np_rng)
+        positions, cell, pbc, _ = named_structure(name, np_rng)
         structures.append((positions, cell, pbc, cutoff))
     order = np_rng.permutation(len(structures))
     structures = [structures[k] for k in order]
@@ -186,8 +143,8 @@ def test_screening_batch_of_64_atom_cells(np_rng):
 
 
 def test_graph_without_atoms_in_a_batch(np_rng):
-    a = _structure("triclinic", np_rng)
-    b = _structure("molecule", np_rng)
+    a = named_structure("triclinic", np_rng)
+    b = named_structure("molecule", np_rng)
     positions = torch.tensor(np.concatenate([a[0], b[0]]))
     cell = torch.tensor(np.stack([a[1], 5 * np.eye(3), np.zeros((3, 3))]))
     pbc = torch.tensor([[True] * 3, [True] * 3, [False] * 3])
@@ -198,7 +155,7 @@ def test_graph_without_atoms_in_a_batch(np_rng):
 
 
 def test_chunking_does_not_change_the_result(np_rng):
-    positions, cell, pbc, cutoff = _structure("triclinic_smaller_than_cutoff", np_rng)
+    positions, cell, pbc, cutoff = named_structure("triclinic_smaller_than_cutoff", np_rng)
     reference = _run(positions, cell, pbc, cutoff)
     for max_candidates in (1, 7, 100):
         chunked = _run(positions, cell, pbc, cutoff, max_candidates=max_candidates)
@@ -210,7 +167,7 @@ def test_float32_positions_give_the_same_edges_away_from_ties(np_rng):
     """Rounding positions to float32 moves atoms by ~1e-7 A: only pairs that close to
     the cutoff may change."""
     for name in ("triclinic", "slab", "molecule", "far_outside_the_cell"):
-        positions, cell, pbc, cutoff = _structure(name, np_rng)
+        positions, cell, pbc, cutoff = named_structure(name, np_rng)
         single = _run(positions, cell, pbc, cutoff, dtype=torch.float32)
         double = _run(positions, cell, pbc, cutoff)
         assert single[1].dtype == torch.float32 and double[1].dtype == torch.float64

@@ -9,42 +9,11 @@ from mace_fast.data.neighbours import neighbour_list
 from .structures import (
     brute_force_edges,
     edge_set,
+    named_structure,
     oracle_edges,
     random_cell,
     random_positions,
 )
-
-
-def _case(name, rng):
-    """(positions, cell, pbc, cutoff) for one named kind of structure, freshly drawn."""
-    if name == "triclinic":
-        cell, pbc, cutoff, n = random_cell(rng), (True, True, True), 4.0, 12
-    elif name == "left_handed":
-        cell, pbc, cutoff, n = random_cell(rng) * [[-1], [1], [1]], (True,) * 3, 4.0, 8
-    elif name == "cube_smaller_than_cutoff":
-        cell, pbc, cutoff, n = 2.0 * np.eye(3), (True, True, True), 5.0, 3
-    elif name == "triclinic_smaller_than_cutoff":
-        cell, pbc, cutoff, n = random_cell(rng, 1.5, 2.5), (True, True, True), 4.5, 2
-    elif name == "slab":
-        cell, pbc, cutoff, n = random_cell(rng), (True, True, False), 4.0, 10
-    elif name == "slab_without_c":
-        cell, pbc, cutoff, n = random_cell(rng), (True, True, False), 4.0, 10
-        cell[2] = 0.0
-    elif name == "slab_periodic_in_x_and_z":
-        cell, pbc, cutoff, n = random_cell(rng), (True, False, True), 4.0, 10
-        cell[1] = 0.0
-    elif name == "wire":
-        cell, pbc, cutoff, n = random_cell(rng), (True, False, False), 4.0, 8
-        cell[1:] = 0.0
-    elif name == "wire_along_z_with_cell":
-        cell, pbc, cutoff, n = random_cell(rng), (False, False, True), 4.0, 8
-    elif name == "molecule":
-        cell, pbc, cutoff, n = None, (False, False, False), 3.0, 15
-    elif name == "molecule_with_cell":
-        cell, pbc, cutoff, n = random_cell(rng), (False, False, False), 3.0, 15
-    else:
-        raise KeyError(name)
-    return random_positions(rng, n, cell, pbc), cell, pbc, cutoff
 
 
 CASES = [
@@ -66,7 +35,7 @@ CASES = [
 def test_matches_oracles(name, np_rng):
     """Against brute force always, and ASE where its neighbour list is reliable."""
     for _ in range(3):
-        positions, cell, pbc, cutoff = _case(name, np_rng)
+        positions, cell, pbc, cutoff = named_structure(name, np_rng)
         cell_before = None if cell is None else cell.copy()
         sender, receiver, unit_shifts = neighbour_list(positions, cutoff, cell, pbc)
 
@@ -110,7 +79,7 @@ def test_small_cell_sees_many_images_of_itself():
 @pytest.mark.parametrize("name", CASES)
 def test_matches_mace_torch(name, np_rng):
     neighborhood = pytest.importorskip("mace.data.neighborhood")
-    positions, cell, pbc, cutoff = _case(name, np_rng)
+    positions, cell, pbc, cutoff = named_structure(name, np_rng)
     sender, receiver, unit_shifts = neighbour_list(positions, cutoff, cell, pbc)
     # mace-torch overwrites the cell it is given, hence the copy.
     edge_index, _, mace_shifts, _ = neighborhood.get_neighborhood(
