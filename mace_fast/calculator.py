@@ -17,7 +17,6 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from .data.graph import ElementTable
 from .model import MACE
 from .model_file import load_model
 from .step import ModelStep
@@ -68,10 +67,10 @@ class MaceFastCalculator(Calculator):
             p.requires_grad_(False)
         self.device = torch.device(device)
         self.dtype = next(self.model.parameters()).dtype
-        self.elements = ElementTable(self.model.config.atomic_numbers)
         if skin is None:
             skin = 0.5 if self.device.type == "cuda" else 0.0
         self.step = ModelStep(self.model, skin=skin, cuda_graph=cuda_graph)
+        self.elements = self.step.elements
         self._stress_asked = False
 
     def calculate(self, atoms=None, properties=None, system_changes=all_changes) -> None:

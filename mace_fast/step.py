@@ -20,7 +20,7 @@ Three things make a step cheap:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from .data.neighbours import neighbour_list
 from .model import MACE
 from .nn.linear import element_groups
 
-__all__ = ["ModelStep", "StepResult"]
+__all__ = ["ModelStep", "StepResult", "capture_cuda_graph"]
 
 # Extra edge slots allocated above the current count, so that the list can grow a little
 # between rebuilds without a new capture.
@@ -124,7 +124,8 @@ class ModelStep:
     def _needs_rebuild(self, positions: np.ndarray, cell: np.ndarray) -> bool:
         if self._ref_positions is None or not np.array_equal(cell, self._ref_cell):
             return True
-        moved2 = np.einsum("ij,ij->i", positions - self._ref_positions, positions - self._ref_positions).max()
+        moved = positions - self._ref_positions
+        moved2 = np.einsum("ij,ij->i", moved, moved).max()
         return bool(moved2 > (0.5 * self.skin) ** 2)
 
     def _edges(self, positions: np.ndarray, pos_dev: torch.Tensor, cell: np.ndarray, pbc):
@@ -226,17 +227,24 @@ class ModelStep:
         return self._packed.cpu().numpy()
 
     def _capture(self) -> None:
-        # Warm up on a side stream (kernels compiled, cuBLAS handles made), then capture.
-        side = torch.cuda.Stream(device=self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._forward()
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        self._graph = None
-        self._packed = None
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            packed = self._forward()
-        self._graph, self._packed = graph, packed
+        self._graph = self._packed = None  # free the previous graph's pool first
+        self._graph, self._packed = capture_cuda_graph(self._forward, self.device)
         self.num_captures += 1
+
+
+def capture_cuda_graph(fn: Callable[[], torch.Tensor], device: Optional[torch.device] = None):
+    """``(graph, out)``: ``fn`` captured as a CUDA graph; ``graph.replay()`` refills ``out``.
+
+    ``fn`` runs twice on a side stream first (kernels compiled, cuBLAS handles made), as
+    capture requires; its inputs must stay at the same addresses between replays.
+    """
+    side = torch.cuda.Stream(device=device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out

@@ -39,6 +39,7 @@ from mace_fast import keys as K  # noqa: E402
 from mace_fast.data.graph import ElementTable, build_graph  # noqa: E402
 from mace_fast.interop.mace_torch import convert_mace_model  # noqa: E402
 from mace_fast.nn.linear import element_groups  # noqa: E402
+from mace_fast.step import capture_cuda_graph  # noqa: E402
 from tests.interop.mace_models import build_mace_torch_model, mace_batch  # noqa: E402
 
 
@@ -102,14 +103,7 @@ class GraphedForces:
             self.static = {k: v.clone() for k, v in batch.items()}
             groups = element_groups(self.static[K.ELEMENT_INDEX])
             run = lambda: self.model(self.static, compute_forces=True, groups=groups)[K.FORCES]  # noqa: E731
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                run(), run()
-            torch.cuda.current_stream().wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.forces = run()
+            self.graph, self.forces = capture_cuda_graph(run)
             self.size = batch[K.POSITIONS].shape
         self.static[K.POSITIONS].copy_(batch[K.POSITIONS])
         self.graph.replay()
