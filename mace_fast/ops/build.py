@@ -12,6 +12,7 @@ finds either. Compiled modules are cached per source hash under
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import shutil
@@ -24,7 +25,17 @@ from typing import Dict, List
 
 import torch
 
-__all__ = ["KernelBuildError", "kernels_dir", "kernel_source", "compile_shared", "binding", "cuda_arch_flags"]
+__all__ = [
+    "KernelBuildError",
+    "kernels_dir",
+    "kernel_source",
+    "compile_shared",
+    "load_shared",
+    "current_stream",
+    "check_cuda",
+    "binding",
+    "cuda_arch_flags",
+]
 
 _LOCK = threading.Lock()
 _LOADED: Dict[str, ModuleType] = {}
@@ -95,6 +106,35 @@ def compile_shared(prefix: str, source: str, header: str) -> Path:
         raise KernelBuildError(f"nvcc failed on {src}:\n{proc.stderr[-6000:]}")
     os.replace(tmp, lib)  # atomic: a half-written library is never loaded
     return lib
+
+
+_SHARED: Dict[Path, ctypes.CDLL] = {}
+
+
+def load_shared(prefix: str, source: str, header: str) -> ctypes.CDLL:
+    """Compile (or find cached) ``source`` and open it for calls through ``ctypes``.
+
+    For kernels with a small, fixed C interface (pointers, sizes, a stream): they need
+    no torch build, so a new kernel family costs one nvcc run. Its functions return a
+    ``cudaError_t`` (0 = success); check it with :func:`check_cuda`.
+    """
+    path = compile_shared(prefix, source, header)
+    with _LOCK:
+        if path not in _SHARED:
+            _SHARED[path] = ctypes.CDLL(str(path))
+        return _SHARED[path]
+
+
+def current_stream(device: torch.device) -> ctypes.c_void_p:
+    """The current CUDA stream of ``device`` as a C pointer (captured by CUDA graphs)."""
+    return ctypes.c_void_p(torch.cuda.current_stream(device).cuda_stream)
+
+
+def check_cuda(code: int, what: str) -> None:
+    """Raise if a kernel launcher returned a CUDA error code."""
+    if code != 0:
+        libcudart_msg = f"CUDA error {code}"
+        raise RuntimeError(f"mace_fast kernel {what} failed: {libcudart_msg}")
 
 
 def binding() -> ModuleType:
