@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..irreps import Irrep, Irreps
+from .derived import derived
 
 __all__ = ["EquivariantLinear", "ElementLinear", "ElementEmbedding", "element_groups", "split_blocks"]
 
@@ -22,8 +23,13 @@ ElementGroups = List[Tuple[int, torch.Tensor]]
 
 
 def split_blocks(x: torch.Tensor, irreps: Irreps) -> List[torch.Tensor]:
-    """``[N, irreps.dim]`` -> one ``[N, mul, 2l+1]`` view per block."""
-    return [x[:, s].reshape(x.shape[0], mul, ir.dim) for s, (mul, ir) in zip(irreps.slices(), irreps)]
+    """``[N, irreps.dim]`` -> one ``[N, mul, 2l+1]`` view per block.
+
+    One ``split`` rather than a slice per block: its backward is a single concatenation,
+    where slices each allocate a zero tensor and add into it.
+    """
+    parts = torch.split(x, [mul * ir.dim for mul, ir in irreps], dim=1)
+    return [p.reshape(x.shape[0], mul, ir.dim) for p, (mul, ir) in zip(parts, irreps)]
 
 
 def _inputs_by_irrep(irreps_in: Irreps, ir: Irrep) -> Tuple[List[int], int]:
@@ -52,12 +58,13 @@ class EquivariantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         blocks = split_blocks(x, self.irreps_in)
         outs = []
-        for (mul_out, ir), idx, w in zip(self.irreps_out, self.sources, self.weights):
+        for k, ((mul_out, ir), idx, w) in enumerate(zip(self.irreps_out, self.sources, self.weights)):
             if not idx:
                 outs.append(x.new_zeros(x.shape[0], mul_out * ir.dim))
                 continue
             xin = torch.cat([blocks[i] for i in idx], dim=1) if len(idx) > 1 else blocks[idx[0]]
-            out = torch.einsum("nid,io->nod", xin, w / math.sqrt(w.shape[0]))
+            w = derived(self, f"w{k}", [w], lambda w=w: w / math.sqrt(w.shape[0]))
+            out = torch.einsum("nid,io->nod", xin, w)
             outs.append(out.reshape(x.shape[0], mul_out * ir.dim))
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
 
@@ -88,12 +95,12 @@ class ElementLinear(nn.Module):
         groups = element_groups(element) if groups is None else groups
         blocks = split_blocks(x, self.irreps_in)
         outs = []
-        for (mul_out, ir), idx, w in zip(self.irreps_out, self.sources, self.weights):
+        for k, ((mul_out, ir), idx, w) in enumerate(zip(self.irreps_out, self.sources, self.weights)):
             if not idx:
                 outs.append(x.new_zeros(x.shape[0], mul_out * ir.dim))
                 continue
             xin = torch.cat([blocks[i] for i in idx], dim=1) if len(idx) > 1 else blocks[idx[0]]
-            w = w / math.sqrt(w.shape[1] * self.num_elements)
+            w = derived(self, f"w{k}", [w], lambda w=w: w / math.sqrt(w.shape[1] * self.num_elements))
             outs.append(_per_element_matmul(xin, groups, w).reshape(x.shape[0], mul_out * ir.dim))
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
 
@@ -129,4 +136,5 @@ class ElementEmbedding(nn.Module):
         self.weight = nn.Parameter(torch.randn(num_elements, num_channels))
 
     def forward(self, element: torch.Tensor) -> torch.Tensor:
-        return self.weight[element] / math.sqrt(self.weight.shape[0])
+        w = self.weight
+        return derived(self, "w", [w], lambda: w / math.sqrt(w.shape[0]))[element]

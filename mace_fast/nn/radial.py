@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .activations import scaled_activation
+from .derived import derived
 
 __all__ = [
     "BesselBasis",
@@ -136,7 +137,7 @@ class RadialMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.layers) - 1
         for i, w in enumerate(self.layers):
-            x = x @ (w / math.sqrt(w.shape[0]))
+            x = x @ derived(self, f"w{i}", [w], lambda w=w: w / math.sqrt(w.shape[0]))
             if i < last:
                 x = self.act(x)
         return x

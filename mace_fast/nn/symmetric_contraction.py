@@ -27,6 +27,7 @@ from torch import nn
 
 from ..irreps import Irreps
 from .coupling_basis import symmetric_coupling_basis
+from .derived import derived
 
 __all__ = ["SymmetricContraction", "monomial_indices"]
 
@@ -116,7 +117,8 @@ class SymmetricContraction(nn.Module):
 
             if self._kernel_key is None:
                 self._kernel_key = compile_symmetric_contraction(self)
-            return symmetric_contraction(x, element, torch.cat(list(self.weights), dim=1), self._kernel_key)
+            weight = derived(self, "weight", list(self.weights), lambda: torch.cat(list(self.weights), dim=1))
+            return symmetric_contraction(x, element, weight, self._kernel_key)
         n, c, _ = x.shape
         monos = self.monomials(x)
         outs = []
