@@ -129,6 +129,7 @@ class MACE(nn.Module):
             raise ValueError(f"backend must be one of {self.BACKENDS}, got {backend!r}")
         self.backend = backend
         self._fallback_said = False
+        self._edge_kernel: Optional[bool] = None  # fused edge embedding usable (set on first CUDA use)
         return self
 
     def _use_kernels(self, device: torch.device, training: bool) -> bool:
@@ -161,14 +162,21 @@ class MACE(nn.Module):
         """Compile every layer's kernels at once (in parallel) before the first CUDA step."""
         from concurrent.futures import ThreadPoolExecutor
 
+        from .ops import edge_embedding
         from .ops.channelwise_tp import compile_tp
         from .ops.symmetric_contraction import compile_symmetric_contraction
 
         tps = [i for i in self.interactions if i._tp_key is None]
         scs = [p.symmetric_contraction for p in self.products if p.symmetric_contraction._kernel_key is None]
-        if not tps and not scs:
+        edges = self._edge_kernel is None
+        if not tps and not scs and not edges:
             return
-        with ThreadPoolExecutor(max_workers=len(tps) + len(scs)) as pool:
+        with ThreadPoolExecutor(max_workers=len(tps) + len(scs) + 1) as pool:
+            if edges:  # distance transforms keep the torch path
+                lmax = self.config.max_ell
+                self._edge_kernel = edge_embedding.edge_embedding_supported(self.radial_embedding, lmax)
+                if self._edge_kernel:
+                    pool.submit(edge_embedding.load_library, lmax)
             tp_keys = pool.map(lambda block: compile_tp(block.conv_tp), tps)
             sc_keys = pool.map(compile_symmetric_contraction, scs)
             for block, key in zip(tps, tp_keys):
@@ -228,12 +236,20 @@ class MACE(nn.Module):
             vectors = edge_vectors(pos, shifts, csr)
         else:
             vectors = pos[receiver] - pos[sender] + shifts  # [E, 3]
-        lengths = torch.linalg.norm(vectors, dim=-1, keepdim=True)  # [E, 1]
         z = self.atomic_numbers[element]
+        fused_edges = csr is not None and bool(self._edge_kernel)
+        if not fused_edges or self.pair_repulsion is not None:
+            lengths = torch.linalg.norm(vectors, dim=-1, keepdim=True)  # [E, 1]
 
         node_e0 = self.atomic_energies.to(pos.dtype)[element]
-        sh = spherical_harmonics(vectors, self.config.max_ell)
-        edge_feats, cutoff = self.radial_embedding(lengths, z[sender], z[receiver])
+        if fused_edges:
+            from .ops.edge_embedding import embed_edges
+
+            # One kernel for harmonics, Bessel basis and envelope (and one for their backward).
+            sh, edge_feats, cutoff = embed_edges(self.radial_embedding, vectors, self.config.max_ell, self.r_max)
+        else:
+            sh = spherical_harmonics(vectors, self.config.max_ell)
+            edge_feats, cutoff = self.radial_embedding(lengths, z[sender], z[receiver])
 
         node_energies: List[torch.Tensor] = []
         if self.pair_repulsion is not None:
