@@ -166,19 +166,29 @@ class MACE(nn.Module):
         from .ops.channelwise_tp import compile_tp
         from .ops.symmetric_contraction import compile_symmetric_contraction
 
+        from .ops.radial_mlp import compile_trunk, radial_mlp_supported
+
         tps = [i for i in self.interactions if i._tp_key is None]
         scs = [p.symmetric_contraction for p in self.products if p.symmetric_contraction._kernel_key is None]
         edges = self._edge_kernel is None
         if not tps and not scs and not edges:
             return
         with ThreadPoolExecutor(max_workers=len(tps) + len(scs) + 1) as pool:
+            jobs = []
             if edges:  # distance transforms keep the torch path
                 lmax = self.config.max_ell
                 self._edge_kernel = edge_embedding.edge_embedding_supported(self.radial_embedding, lmax)
                 if self._edge_kernel:
-                    pool.submit(edge_embedding.load_library, lmax)
+                    jobs.append(pool.submit(edge_embedding.load_library, lmax))
+            for block in tps:
+                mlp = block.radial_mlp
+                block._radial_kernel = radial_mlp_supported(mlp)
+                if block._radial_kernel:
+                    jobs.append(pool.submit(compile_trunk, mlp.sizes[:-1], self.atomic_energies.device))
             tp_keys = pool.map(lambda block: compile_tp(block.conv_tp), tps)
             sc_keys = pool.map(compile_symmetric_contraction, scs)
+            for job in jobs:
+                job.result()  # raises a build error here, where the fallback handles it
             for block, key in zip(tps, tp_keys):
                 block._tp_key = key
             for block, key in zip(scs, sc_keys):

@@ -23,6 +23,8 @@ from mace_fast.config import ModelConfig  # noqa: E402
 from mace_fast.model import MACE  # noqa: E402
 from mace_fast.ops.build import cuda_arch_flags, kernels_dir  # noqa: E402
 from mace_fast.ops.codegen import channelwise_tp_source, symmetric_contraction_source  # noqa: E402
+from mace_fast.ops.edge_embedding import edge_embedding_source  # noqa: E402
+from mace_fast.ops.radial_mlp import trunk_source  # noqa: E402
 
 ARCHS = {
     "mp_medium": dict(hidden_irreps="128x0e+128x1o", max_ell=3),
@@ -45,12 +47,19 @@ def main() -> int:
     # compiles it, also where torch has no CUDA support.
     flags = ["-std=c++17", "-O3", "--expt-relaxed-constexpr", f"-I{kernels_dir()}", *cuda_arch_flags()]
     failed = 0
+    # The edge embedding depends only on lmax: the smallest and the usual largest.
+    jobs = [{f"edge_embedding_l{lmax}.cu": edge_embedding_source(lmax) for lmax in (0, 3)}]
     for name, kw in ARCHS.items():
         model = MACE(ModelConfig(atomic_numbers=[1, 8], atomic_energies=[0.0, 0.0], **kw))
         sources = {}
         for i, (inter, prod) in enumerate(zip(model.interactions, model.products)):
             sources[f"tp_{name}_{i}.cu"] = channelwise_tp_source(inter.conv_tp)
             sources[f"sc_{name}_{i}.cu"] = symmetric_contraction_source(prod.symmetric_contraction)
+        jobs.append(sources)
+    # The radial-MLP trunk: the usual widths and the largest supported.
+    trunks = [(8, 64, 64, 64), (32, 128, 128, 128, 128)]
+    jobs.append({f"radial_trunk_{i}.cu": trunk_source(w) for i, w in enumerate(trunks)})
+    for sources in jobs:
         for file, text in sources.items():
             src = out / file
             src.write_text(text)

@@ -91,6 +91,7 @@ class InteractionBlock(nn.Module):
         if self.density:
             self.density_mlp = RadialMLP([num_radial, 1], "silu", radial_act_scale)
         self._tp_key: Optional[str] = None  # compiled CUDA kernels, on first use
+        self._radial_kernel = False  # the fused radial-MLP trunk applies (set with the kernels)
 
     def forward(
         self,
@@ -109,7 +110,12 @@ class InteractionBlock(nn.Module):
         sc = self.skip(node_feats, element, groups) if self.residual else None
 
         h = self.linear_up(node_feats)
-        weights = self.radial_mlp(edge_feats)
+        if csr is not None and self._radial_kernel:
+            from ..ops.radial_mlp import radial_mlp
+
+            weights = radial_mlp(self.radial_mlp, edge_feats)  # hidden layers fused in one kernel
+        else:
+            weights = self.radial_mlp(edge_feats)
         if cutoff is not None:
             weights = weights * cutoff
         if csr is None:
