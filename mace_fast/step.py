@@ -228,20 +228,23 @@ class ModelStep:
 
     def _capture(self) -> None:
         self._graph = self._packed = None  # free the previous graph's pool first
-        self._graph, self._packed = capture_cuda_graph(self._forward, self.device)
+        # Warm-up before a first capture initialises libraries (cuBLAS handles, kernels);
+        # a recapture after the list outgrew its capacity needs only the new shapes' run.
+        warmup = 2 if self.num_captures == 0 else 1
+        self._graph, self._packed = capture_cuda_graph(self._forward, self.device, warmup)
         self.num_captures += 1
 
 
-def capture_cuda_graph(fn: Callable[[], torch.Tensor], device: Optional[torch.device] = None):
+def capture_cuda_graph(fn: Callable[[], torch.Tensor], device: Optional[torch.device] = None, warmup: int = 2):
     """``(graph, out)``: ``fn`` captured as a CUDA graph; ``graph.replay()`` refills ``out``.
 
-    ``fn`` runs twice on a side stream first (kernels compiled, cuBLAS handles made), as
-    capture requires; its inputs must stay at the same addresses between replays.
+    ``fn`` runs ``warmup`` times on a side stream first (kernels compiled, cuBLAS handles
+    made), as capture requires; its inputs must stay at the same addresses between replays.
     """
     side = torch.cuda.Stream(device=device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
-        for _ in range(2):
+        for _ in range(warmup):
             fn()
     torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()

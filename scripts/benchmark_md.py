@@ -64,6 +64,22 @@ def time_md(atoms, calc, device: str, warmup: int, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
+def profile_md(atoms, calc, steps: int) -> None:
+    """Host-side profile (cProfile, sorted by own time) of ``steps`` MD steps with ``calc``."""
+    import cProfile
+    import pstats
+
+    atoms = atoms.copy()
+    atoms.calc = calc
+    dyn = VelocityVerlet(atoms, timestep=1.0 * fs)
+    dyn.run(2)
+    prof = cProfile.Profile()
+    prof.enable()
+    dyn.run(steps)
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
@@ -76,6 +92,8 @@ def main() -> None:
     parser.add_argument("--energy-scale", type=float, default=1e-3,
                         help="factor on the random model's interaction energy (keeps the MD physical)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--profile", action="store_true",
+                        help="also print where the host spends a mace_fast MD step (cProfile)")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
 
@@ -116,6 +134,8 @@ def main() -> None:
         row["fast_captures"] = calc.step.num_captures
         row["fast_edges_capacity"] = calc.step._capacity
         row["fast_over_model"] = row["fast_ms"] / row["model_ms"]
+        if args.profile:
+            profile_md(atoms, calc, args.steps)
         del calc
         for peer, pcalc in peers.items():
             row[f"{peer}_ms"] = 1e3 * time_md(atoms, pcalc, args.device, 2, max(5, args.steps // 5))
