@@ -36,6 +36,9 @@ __global__ void tp_forward_kernel(
   (void)F_MID;
 @@ACC_DECL@@
   const int64_t begin = edge_ptr[n], end = edge_ptr[n + 1];
+  // Unrolled so that the next edge's loads are issued before this edge's products: the
+  // loop is bound by load latency (sender index, then its features), not by arithmetic.
+#pragma unroll 4
   for (int64_t e = begin; e < end; ++e) {
     const scalar_t* hs = h + sender[e] * F_IN;
     const scalar_t* ye = sh + e * S;
@@ -105,6 +108,7 @@ __global__ void tp_backward_nodes_kernel(
   const int c = threadIdx.x;
   if (s >= num_nodes || c >= C) return;
 @@GX_DECL@@
+#pragma unroll 4  // as in the forward: several edges' loads in flight
   for (int64_t j = sender_ptr[s]; j < sender_ptr[s + 1]; ++j) {
     const int64_t e = sender_perm[j];
     const scalar_t* go = grad_out + receiver[e] * F_MID;
