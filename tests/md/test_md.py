@@ -79,3 +79,29 @@ def test_npt_runs(model_file):
     res = run_md(si_cell(), MaceFastCalculator(model_file), "npt", temperature_K=300, timestep_fs=0.5, steps=3,
                  pressure_GPa=1.0, interval=1, seed=2, progress=False)
     assert len(res.array("pressure_GPa")) == 4 and np.isfinite(res.array("etot_eV")).all()
+
+
+def test_check_state_reports_what_ase_reports(model_file):
+    """The calculator's exact state check names the same changes as ASE's ``compare_atoms``."""
+    from ase.calculators.calculator import compare_atoms
+
+    rng = np.random.default_rng()
+    calc = MaceFastCalculator(model_file)
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
+    atoms.calc = calc
+    atoms.get_potential_energy()
+    edits = {
+        "none": lambda a: None,
+        "positions": lambda a: a.positions.__setitem__((int(rng.integers(len(a))), 1), a.positions[0, 1] + 1e-9),
+        "numbers": lambda a: a.numbers.__setitem__(int(rng.integers(len(a))), 8),
+        "cell": lambda a: a.set_cell(a.cell * (1 + 1e-7)),
+        "pbc": lambda a: a.set_pbc([True, False, True]),
+        "charges": lambda a: a.set_initial_charges(rng.normal(size=len(a))),
+    }
+    for name, edit in edits.items():
+        changed = atoms.copy()
+        edit(changed)
+        expected = compare_atoms(calc.atoms, changed, excluded_properties=set(calc.ignored_changes))
+        assert sorted(calc.check_state(changed)) == sorted(expected), name
+        assert (name == "none") == (expected == [])
