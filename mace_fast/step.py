@@ -133,7 +133,11 @@ class ModelStep:
         """``(edge_index [2, E], unit_shifts [E, 3] float64, edge_ptr [N+1])`` on the device."""
         if self.device.type == "cuda":
             from .data.cell_list import neighbour_list_torch
+            from .data.dense_neighbours import dense_images, neighbour_list_dense
 
+            images = dense_images(positions.shape[0], self.cutoff, cell, pbc)
+            if images is not None:  # small structures: all pairs, fewer launches and syncs
+                return neighbour_list_dense(pos_dev, self.cutoff, torch.from_numpy(cell).to(self.device), images)
             cell_dev = torch.from_numpy(cell).to(self.device)[None]
             pbc_dev = torch.tensor([pbc], device=self.device)
             return neighbour_list_torch(pos_dev, self.cutoff, cell_dev, pbc_dev)
