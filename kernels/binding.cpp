@@ -99,7 +99,7 @@ torch::Tensor forward(int64_t id, torch::Tensor h, torch::Tensor sh, torch::Tens
 std::vector<torch::Tensor> backward(int64_t id, torch::Tensor grad_out, torch::Tensor h, torch::Tensor sh,
                                     torch::Tensor w, torch::Tensor sender, torch::Tensor receiver,
                                     torch::Tensor edge_ptr, torch::Tensor sender_perm, torch::Tensor sender_ptr,
-                                    int64_t C) {
+                                    int64_t C, bool grad_into_w) {
   const Library& lib = library(id);
   const auto t = h.scalar_type();
   check(grad_out, "grad_out", 2, t); check(h, "h", 2, t); check(sh, "sh", 2, t); check(w, "w", 2, t);
@@ -110,7 +110,9 @@ std::vector<torch::Tensor> backward(int64_t id, torch::Tensor grad_out, torch::T
   auto stream = c10::cuda::getCurrentCUDAStream().stream();
   auto grad_h = torch::empty_like(h);
   auto grad_sh = torch::empty_like(sh);
-  auto grad_w = torch::empty_like(w);
+  // grad_into_w: the weights' gradient overwrites the weights (each edge's row is read
+  // before it is written), saving a [E, P*C] buffer when nothing needs the weights after.
+  auto grad_w = grad_into_w ? w : torch::empty_like(w);
   const int64_t n = h.size(0);
   if (t == torch::kFloat) {
     ok(lib.bwd32(grad_out.data_ptr<float>(), h.data_ptr<float>(), sh.data_ptr<float>(), w.data_ptr<float>(),

@@ -53,11 +53,13 @@ __global__ void tp_forward_kernel(
 }
 
 // Receiver-major backward: gradient of the per-edge weights and of the spherical harmonics.
+// grad_w may be w itself (no __restrict__ on either): each thread loads its weights of an
+// edge before it writes their gradient, and the sender-major kernel has run before.
 template <typename scalar_t>
 __global__ void tp_backward_edges_kernel(
     const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ h, const scalar_t* __restrict__ sh,
-    const scalar_t* __restrict__ w, const int64_t* __restrict__ sender, const int64_t* __restrict__ edge_ptr,
-    scalar_t* __restrict__ grad_w, scalar_t* __restrict__ grad_sh, int64_t num_nodes, int C) {
+    const scalar_t* w, const int64_t* __restrict__ sender, const int64_t* __restrict__ edge_ptr,
+    scalar_t* grad_w, scalar_t* __restrict__ grad_sh, int64_t num_nodes, int C) {
   constexpr int F_IN = @@F_IN@@, S = @@S@@, F_MID = @@F_MID@@, P = @@P@@;
   __shared__ scalar_t partial[2][kMaxWarps][S];
   const int64_t n = blockIdx.x;
@@ -139,12 +141,13 @@ cudaError_t backward_impl(const scalar_t* grad_out, const scalar_t* h, const sca
                           const int64_t* sender_perm, const int64_t* sender_ptr, scalar_t* grad_h,
                           scalar_t* grad_sh, scalar_t* grad_w, int64_t num_nodes, int C, cudaStream_t stream) {
   if (num_nodes == 0) return cudaSuccess;
-  tp_backward_edges_kernel<scalar_t><<<num_nodes, threads_for(C), 0, stream>>>(
-      grad_out, h, sh, w, sender, edge_ptr, grad_w, grad_sh, num_nodes, C);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) return err;
+  // Senders first: it reads w, which the edges kernel may overwrite with its gradient.
   tp_backward_nodes_kernel<scalar_t><<<num_nodes, threads_for(C), 0, stream>>>(
       grad_out, sh, w, receiver, sender_perm, sender_ptr, grad_h, num_nodes, C);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  tp_backward_edges_kernel<scalar_t><<<num_nodes, threads_for(C), 0, stream>>>(
+      grad_out, h, sh, w, sender, edge_ptr, grad_w, grad_sh, num_nodes, C);
   return cudaGetLastError();
 }
 

@@ -266,8 +266,11 @@ class MACE(nn.Module):
             node_energies.append(self.pair_repulsion(lengths, z[sender], z[receiver], receiver, num_nodes))
         feats = self.node_embedding(element)
         groups = element_groups(element) if groups is None else groups
+        # The graph is differentiated exactly once, below, when forces or stress are asked
+        # for outside training: the kernels' backward may then overwrite saved radial weights.
+        grad_into_w = (compute_forces or want_strain) and not training
         for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
-            x, sc = interaction(feats, element, sh, edge_feats, edge_index, cutoff, csr, groups)
+            x, sc = interaction(feats, element, sh, edge_feats, edge_index, cutoff, csr, groups, grad_into_w)
             feats = product(x, sc, element, csr is not None)
             node_energies.append(readout(feats))
 

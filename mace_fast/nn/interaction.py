@@ -103,8 +103,11 @@ class InteractionBlock(nn.Module):
         cutoff: Optional[torch.Tensor] = None,
         csr: Optional["EdgeCSR"] = None,
         groups: Optional[ElementGroups] = None,
+        grad_into_w: bool = False,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """With ``csr`` (the CUDA backend) the fused kernel replaces gather, product and sum."""
+        """With ``csr`` (the CUDA backend) the fused kernel replaces gather, product and sum;
+        ``grad_into_w`` lets its backward reuse the radial weights' memory (see
+        :func:`~mace_fast.ops.channelwise_tp.tp_aggregate`)."""
         sender, receiver = edge_index[0], edge_index[1]
         num_nodes = node_feats.shape[0]
         sc = self.skip(node_feats, element, groups) if self.residual else None
@@ -125,7 +128,7 @@ class InteractionBlock(nn.Module):
 
             if self._tp_key is None:
                 self._tp_key = compile_tp(self.conv_tp)
-            message = tp_aggregate(h, sh, weights, csr, self._tp_key, self.node_feats_irreps[0][0])
+            message = tp_aggregate(h, sh, weights, csr, self._tp_key, self.node_feats_irreps[0][0], grad_into_w)
         message = self.linear(message)
 
         if self.density:

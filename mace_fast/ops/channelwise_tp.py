@@ -62,12 +62,13 @@ def compile_tp(tp: ChannelwiseTensorProduct) -> str:
 def _tp_aggregate(
     h: torch.Tensor, sh: torch.Tensor, w: torch.Tensor, sender: torch.Tensor, receiver: torch.Tensor,
     edge_ptr: torch.Tensor, sender_perm: torch.Tensor, sender_ptr: torch.Tensor, key: str, channels: int,
+    grad_into_w: bool,
 ) -> torch.Tensor:
     return binding().forward(_LIBRARY[key], h, sh, w, sender, edge_ptr, channels)
 
 
 @_tp_aggregate.register_fake
-def _(h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels):
+def _(h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels, grad_into_w):
     return h.new_empty(h.shape[0], _OUT_DIM[key])
 
 
@@ -78,7 +79,7 @@ def _tp_aggregate_backward(
     key: str, channels: int,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     grad_h, grad_sh, grad_w = binding().backward(
-        _LIBRARY[key], grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, channels
+        _LIBRARY[key], grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, channels, False
     )
     return grad_h, grad_sh, grad_w
 
@@ -88,26 +89,55 @@ def _(grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, k
     return torch.empty_like(h), torch.empty_like(sh), torch.empty_like(w)
 
 
+@torch.library.custom_op("mace_fast::tp_aggregate_backward_into_w", mutates_args=("w",))
+def _tp_aggregate_backward_into_w(
+    grad_out: torch.Tensor, h: torch.Tensor, sh: torch.Tensor, w: torch.Tensor, sender: torch.Tensor,
+    receiver: torch.Tensor, edge_ptr: torch.Tensor, sender_perm: torch.Tensor, sender_ptr: torch.Tensor,
+    key: str, channels: int,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """As ``tp_aggregate_backward``, but the weights' gradient overwrites ``w``."""
+    grad_h, grad_sh, _ = binding().backward(
+        _LIBRARY[key], grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, channels, True
+    )
+    return grad_h, grad_sh
+
+
+@_tp_aggregate_backward_into_w.register_fake
+def _(grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels):
+    return torch.empty_like(h), torch.empty_like(sh)
+
+
 def _setup(ctx, inputs, output):
-    h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels = inputs
+    h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels, grad_into_w = inputs
     ctx.save_for_backward(h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr)
-    ctx.key, ctx.channels = key, channels
+    ctx.key, ctx.channels, ctx.grad_into_w = key, channels, grad_into_w
 
 
 def _backward(ctx, grad_out):
     h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr = ctx.saved_tensors
-    grad_h, grad_sh, grad_w = _tp_aggregate_backward(
-        grad_out.contiguous(), h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, ctx.key, ctx.channels
-    )
-    return grad_h, grad_sh, grad_w, None, None, None, None, None, None, None
+    args = (grad_out.contiguous(), h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, ctx.key, ctx.channels)
+    if ctx.grad_into_w:
+        grad_h, grad_sh = _tp_aggregate_backward_into_w(*args)
+        grad_w = w  # now holds the gradient
+    else:
+        grad_h, grad_sh, grad_w = _tp_aggregate_backward(*args)
+    return grad_h, grad_sh, grad_w, None, None, None, None, None, None, None, None
 
 
 _tp_aggregate.register_autograd(_backward, setup_context=_setup)
 
 
-def tp_aggregate(h: torch.Tensor, sh: torch.Tensor, w: torch.Tensor, csr: EdgeCSR, key: str, channels: int) -> torch.Tensor:
-    """``h [N, F_in], sh [E, S], w [E, P*C] -> [N, F_mid]`` (see module docstring)."""
+def tp_aggregate(
+    h: torch.Tensor, sh: torch.Tensor, w: torch.Tensor, csr: EdgeCSR, key: str, channels: int,
+    grad_into_w: bool = False,
+) -> torch.Tensor:
+    """``h [N, F_in], sh [E, S], w [E, P*C] -> [N, F_mid]`` (see module docstring).
+
+    ``grad_into_w``: the backward writes the weights' gradient over ``w`` instead of a new
+    ``[E, P*C]`` tensor (the largest in the model). Only for a graph differentiated once,
+    by a caller that uses ``w`` for nothing else (the model computing forces).
+    """
     return _tp_aggregate(
         h.contiguous(), sh.contiguous(), w.contiguous(), csr.sender, csr.receiver, csr.edge_ptr,
-        csr.sender_perm, csr.sender_ptr, key, channels,
+        csr.sender_perm, csr.sender_ptr, key, channels, grad_into_w,
     )

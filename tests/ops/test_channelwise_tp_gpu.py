@@ -73,6 +73,15 @@ def test_tp_aggregate_matches_reference(case, dtype):
     again = tp_aggregate(*inputs, csr, key, c)
     assert torch.equal(out, again)
 
+    # The backward that writes the weights' gradient over the weights gives the same bits
+    # (the weights are a non-leaf here, as in the model: the radial MLP's output).
+    w_in = (inputs[2] * 1.0).detach().requires_grad_(True)
+    w_mid = w_in * 1.0
+    out_into = tp_aggregate(inputs[0], inputs[1], w_mid, csr, key, c, grad_into_w=True)
+    grads_into = torch.autograd.grad(out_into, (inputs[0], inputs[1], w_in), g.to(dtype))
+    for got, want in zip(grads_into, grads):
+        assert torch.equal(got, want)
+
 
 def _model(hidden, dtype, **kw):
     torch.manual_seed(int(np.random.default_rng().integers(1 << 30)))
