@@ -37,6 +37,49 @@ def _inputs_by_irrep(irreps_in: Irreps, ir: Irrep) -> Tuple[List[int], int]:
     return idx, sum(irreps_in[i][0] for i in idx)
 
 
+def _merged_split(irreps_in: Irreps, sources: List[List[int]]) -> Optional[Tuple[List[int], List[Optional[int]]]]:
+    """Column sizes splitting ``x`` so that each output's input blocks are one part, and
+    each output's part index; None unless every output's blocks are adjacent and no block
+    feeds two outputs. Adjacent blocks ``[C1, d]`` and ``[C2, d]`` of a ``mul_ir`` row are
+    one ``[C1 + C2, d]`` view, so the inputs need no concatenation (a copy of ``x``)."""
+    owner: List[Optional[int]] = [None] * len(irreps_in)
+    for k, idx in enumerate(sources):
+        if idx and idx != list(range(idx[0], idx[0] + len(idx))):
+            return None
+        for i in idx:
+            if owner[i] is not None:
+                return None
+            owner[i] = k
+    sizes: List[int] = []
+    part_of: List[Optional[int]] = [None] * len(sources)
+    previous: Optional[int] = None
+    for i, (mul, ir) in enumerate(irreps_in):
+        if owner[i] is not None and owner[i] == previous:
+            sizes[-1] += mul * ir.dim
+        else:
+            sizes.append(mul * ir.dim)
+            if owner[i] is not None:
+                part_of[owner[i]] = len(sizes) - 1
+        previous = owner[i]
+    return sizes, part_of
+
+
+def _inputs(x: torch.Tensor, irreps_in: Irreps, sources: List[List[int]], fan_ins: List[int], merged) -> List[Optional[torch.Tensor]]:
+    """Per output block, its input channels ``[N, fan_in, 2l+1]`` (None without inputs)."""
+    n = x.shape[0]
+    if merged is not None:
+        parts = torch.split(x, merged[0], dim=1)
+        return [
+            None if j is None else parts[j].reshape(n, fan_in, irreps_in[idx[0]][1].dim)
+            for j, fan_in, idx in zip(merged[1], fan_ins, sources)
+        ]
+    blocks = split_blocks(x, irreps_in)
+    return [
+        None if not idx else (torch.cat([blocks[i] for i in idx], dim=1) if len(idx) > 1 else blocks[idx[0]])
+        for idx in sources
+    ]
+
+
 class EquivariantLinear(nn.Module):
     """``[N, irreps_in.dim] -> [N, irreps_out.dim]``; output irreps absent from the input are zero.
 
@@ -54,15 +97,16 @@ class EquivariantLinear(nn.Module):
             self.sources.append(idx)
             weights.append(nn.Parameter(torch.randn(fan_in, mul_out)))
         self.weights = nn.ParameterList(weights)
+        self._fan_ins = [w.shape[0] for w in weights]
+        self._merged = _merged_split(self.irreps_in, self.sources)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        blocks = split_blocks(x, self.irreps_in)
+        inputs = _inputs(x, self.irreps_in, self.sources, self._fan_ins, self._merged)
         outs = []
-        for k, ((mul_out, ir), idx, w) in enumerate(zip(self.irreps_out, self.sources, self.weights)):
-            if not idx:
+        for k, ((mul_out, ir), xin, w) in enumerate(zip(self.irreps_out, inputs, self.weights)):
+            if xin is None:
                 outs.append(x.new_zeros(x.shape[0], mul_out * ir.dim))
                 continue
-            xin = torch.cat([blocks[i] for i in idx], dim=1) if len(idx) > 1 else blocks[idx[0]]
             w = derived(self, f"w{k}", [w], lambda w=w: w / math.sqrt(w.shape[0]))
             out = torch.einsum("nid,io->nod", xin, w)
             outs.append(out.reshape(x.shape[0], mul_out * ir.dim))
@@ -89,17 +133,18 @@ class ElementLinear(nn.Module):
             self.sources.append(idx)
             weights.append(nn.Parameter(torch.randn(num_elements, fan_in, mul_out)))
         self.weights = nn.ParameterList(weights)
+        self._fan_ins = [w.shape[1] for w in weights]
+        self._merged = _merged_split(self.irreps_in, self.sources)
 
     def forward(self, x: torch.Tensor, element: torch.Tensor, groups: Optional[ElementGroups] = None) -> torch.Tensor:
         """``groups`` (from :func:`element_groups`) saves recomputing them on every call."""
         groups = element_groups(element) if groups is None else groups
-        blocks = split_blocks(x, self.irreps_in)
+        inputs = _inputs(x, self.irreps_in, self.sources, self._fan_ins, self._merged)
         outs = []
-        for k, ((mul_out, ir), idx, w) in enumerate(zip(self.irreps_out, self.sources, self.weights)):
-            if not idx:
+        for k, ((mul_out, ir), xin, w) in enumerate(zip(self.irreps_out, inputs, self.weights)):
+            if xin is None:
                 outs.append(x.new_zeros(x.shape[0], mul_out * ir.dim))
                 continue
-            xin = torch.cat([blocks[i] for i in idx], dim=1) if len(idx) > 1 else blocks[idx[0]]
             w = derived(self, f"w{k}", [w], lambda w=w: w / math.sqrt(w.shape[1] * self.num_elements))
             outs.append(_per_element_matmul(xin, groups, w).reshape(x.shape[0], mul_out * ir.dim))
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
