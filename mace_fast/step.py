@@ -20,7 +20,7 @@ Three things make a step cheap:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -240,8 +240,9 @@ class ModelStep:
         self.num_captures += 1
 
 
-def capture_cuda_graph(fn: Callable[[], torch.Tensor], device: Optional[torch.device] = None, warmup: int = 2):
-    """``(graph, out)``: ``fn`` captured as a CUDA graph; ``graph.replay()`` refills ``out``.
+def capture_cuda_graph(fn: Callable[[], Any], device: Optional[torch.device] = None, warmup: int = 2):
+    """``(graph, out)``: ``fn`` captured as a CUDA graph; ``graph.replay()`` refills ``out``
+    (``fn``'s return value: a tensor or a tuple of them).
 
     ``fn`` runs ``warmup`` times on a side stream first (kernels compiled, cuBLAS handles
     made), as capture requires; its inputs must stay at the same addresses between replays.

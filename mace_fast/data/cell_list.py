@@ -244,9 +244,7 @@ def neighbour_list_torch(
 
     edge_index = torch.stack([sender, receiver])
     unit_shifts = shift.to(positions.dtype)
-    edge_ptr = torch.zeros(num_atoms + 1, dtype=torch.long, device=device)
-    edge_ptr[1:] = torch.cumsum(torch.bincount(receiver, minlength=num_atoms), 0)
-    return edge_index, unit_shifts, edge_ptr
+    return edge_index, unit_shifts, _csr_pointer(receiver, num_atoms)
 
 
 class _Geometry:
@@ -364,6 +362,13 @@ def _bin_layout(
     searched = torch.where(pbc, width, torch.minimum(width, num_bins)) / num_bins
     cost = _PAIR_COST * width.prod(1) + atoms_per_graph * searched.prod(1)
     return num_bins, reach, cost
+
+
+def _csr_pointer(receiver: Tensor, num_atoms: int) -> Tensor:
+    """[N + 1] int64 segment pointer of receiver-sorted edges."""
+    edge_ptr = torch.zeros(num_atoms + 1, dtype=torch.long, device=receiver.device)
+    edge_ptr[1:] = torch.cumsum(torch.bincount(receiver, minlength=num_atoms), 0)
+    return edge_ptr
 
 
 def _take(values: Tensor, index: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .cell_list import _check_min_distance
+from .cell_list import _check_min_distance, _csr_pointer
 
 __all__ = ["dense_images", "neighbour_list_dense"]
 
@@ -82,7 +82,4 @@ def neighbour_list_dense(
     if min_distance > 0:
         batch = torch.zeros(num, dtype=torch.long, device=device)
         _check_min_distance(sender, receiver, shifts, d2[receiver, sender, k], min_distance, batch, batch[:1])
-    counts = torch.bincount(receiver, minlength=num)
-    edge_ptr = torch.zeros(num + 1, dtype=torch.long, device=device)
-    edge_ptr[1:] = torch.cumsum(counts, 0)
-    return torch.stack([sender, receiver]), shifts, edge_ptr
+    return torch.stack([sender, receiver]), shifts, _csr_pointer(receiver, num)

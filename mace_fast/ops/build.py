@@ -21,7 +21,7 @@ import sys
 import threading
 from pathlib import Path
 from types import ModuleType
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
@@ -31,8 +31,8 @@ __all__ = [
     "kernel_source",
     "compile_shared",
     "load_shared",
-    "current_stream",
-    "check_cuda",
+    "pointer",
+    "launch",
     "binding",
     "cuda_arch_flags",
 ]
@@ -115,8 +115,8 @@ def load_shared(prefix: str, source: str, header: str) -> ctypes.CDLL:
     """Compile (or find cached) ``source`` and open it for calls through ``ctypes``.
 
     For kernels with a small, fixed C interface (pointers, sizes, a stream): they need
-    no torch build, so a new kernel family costs one nvcc run. Its functions return a
-    ``cudaError_t`` (0 = success); check it with :func:`check_cuda`.
+    no torch build, so a new kernel family costs one nvcc run. Its functions take the
+    stream last and return a ``cudaError_t``; call them with :func:`launch`.
     """
     path = compile_shared(prefix, source, header)
     with _LOCK:
@@ -125,16 +125,19 @@ def load_shared(prefix: str, source: str, header: str) -> ctypes.CDLL:
         return _SHARED[path]
 
 
-def current_stream(device: torch.device) -> ctypes.c_void_p:
-    """The current CUDA stream of ``device`` as a C pointer (captured by CUDA graphs)."""
-    return ctypes.c_void_p(torch.cuda.current_stream(device).cuda_stream)
+def pointer(t: Optional[torch.Tensor]) -> ctypes.c_void_p:
+    """A tensor's device address for a ``ctypes`` call (``None``: a null pointer)."""
+    return ctypes.c_void_p(None if t is None else t.data_ptr())
 
 
-def check_cuda(code: int, what: str) -> None:
-    """Raise if a kernel launcher returned a CUDA error code."""
+def launch(lib: ctypes.CDLL, name: str, like: torch.Tensor, *args) -> None:
+    """Call ``lib.<name>_f32`` or ``_f64`` (by ``like``'s dtype) with ``args`` and the current
+    stream of ``like``'s device (so CUDA graphs capture it); raise on a CUDA error code."""
+    fn = getattr(lib, f"{name}_{'f64' if like.dtype == torch.float64 else 'f32'}")
+    with torch.cuda.device(like.device):
+        code = fn(*args, ctypes.c_void_p(torch.cuda.current_stream(like.device).cuda_stream))
     if code != 0:
-        libcudart_msg = f"CUDA error {code}"
-        raise RuntimeError(f"mace_fast kernel {what} failed: {libcudart_msg}")
+        raise RuntimeError(f"mace_fast kernel {name} failed: CUDA error {code}")
 
 
 def binding() -> ModuleType:

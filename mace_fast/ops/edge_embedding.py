@@ -29,7 +29,8 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from .build import check_cuda, current_stream, kernel_source, load_shared
+from .build import kernel_source, launch, load_shared
+from .build import pointer as _ptr
 
 __all__ = [
     "MAX_LMAX",
@@ -122,14 +123,6 @@ def load_library(lmax: int) -> ctypes.CDLL:
     return lib
 
 
-def _ptr(t: Optional[torch.Tensor]) -> ctypes.c_void_p:
-    return ctypes.c_void_p(None if t is None else t.data_ptr())
-
-
-def _suffix(dtype: torch.dtype) -> str:
-    return "f64" if dtype == torch.float64 else "f32"
-
-
 @torch.library.custom_op("mace_fast::edge_embedding", mutates_args=())
 def _edge_embedding(
     vectors: torch.Tensor, bessel_weights: torch.Tensor, prefactor: torch.Tensor,
@@ -141,11 +134,8 @@ def _edge_embedding(
     cutoff = vectors.new_empty(num_edges, 1)
     if num_edges == 0:
         return sh, feats, cutoff
-    fn = getattr(load_library(lmax), f"edge_embedding_forward_{_suffix(vectors.dtype)}")
-    with torch.cuda.device(vectors.device):
-        code = fn(_ptr(vectors), _ptr(bessel_weights), _ptr(prefactor), _ptr(sh), _ptr(feats), _ptr(cutoff),
-                  num_edges, nb, r_max, p, int(apply_cutoff), current_stream(vectors.device))
-    check_cuda(code, "edge_embedding forward")
+    launch(load_library(lmax), "edge_embedding_forward", vectors, _ptr(vectors), _ptr(bessel_weights),
+           _ptr(prefactor), _ptr(sh), _ptr(feats), _ptr(cutoff), num_edges, nb, r_max, p, int(apply_cutoff))
     return sh, feats, cutoff
 
 
@@ -166,12 +156,9 @@ def _edge_embedding_backward(
     num_edges = vectors.shape[0]
     if num_edges == 0:
         return grad_vectors
-    fn = getattr(load_library(lmax), f"edge_embedding_backward_{_suffix(vectors.dtype)}")
-    with torch.cuda.device(vectors.device):
-        code = fn(_ptr(vectors), _ptr(bessel_weights), _ptr(prefactor), _ptr(grad_sh), _ptr(grad_feats),
-                  _ptr(grad_cutoff), _ptr(grad_vectors), num_edges, bessel_weights.numel(), r_max, p,
-                  int(apply_cutoff), current_stream(vectors.device))
-    check_cuda(code, "edge_embedding backward")
+    launch(load_library(lmax), "edge_embedding_backward", vectors, _ptr(vectors), _ptr(bessel_weights),
+           _ptr(prefactor), _ptr(grad_sh), _ptr(grad_feats), _ptr(grad_cutoff), _ptr(grad_vectors), num_edges,
+           bessel_weights.numel(), r_max, p, int(apply_cutoff))
     return grad_vectors
 
 

@@ -25,7 +25,8 @@ import torch
 from ..nn.activations import ScaledActivation
 from ..nn.derived import derived
 from ..nn.radial import RadialMLP
-from .build import check_cuda, compile_shared, current_stream, kernel_source, load_shared
+from .build import compile_shared, kernel_source, launch, load_shared
+from .build import pointer as _ptr
 
 __all__ = ["radial_mlp_supported", "compile_trunk", "trunk_source", "radial_trunk", "radial_mlp"]
 
@@ -153,10 +154,6 @@ def compile_trunk(widths: Sequence[int], device: torch.device) -> str:
     return _compile(tuple(int(w) for w in widths), _device_smem(torch.device(device)))
 
 
-def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
-    return ctypes.c_void_p(t.data_ptr())
-
-
 def _check(name: str, tensor: torch.Tensor, x: torch.Tensor, shape: Tuple[int, ...]) -> None:
     if tensor.device != x.device or tensor.dtype != x.dtype:
         raise ValueError(f"radial_trunk: {name} is {tensor.dtype} on {tensor.device}, x is {x.dtype} on {x.device}")
@@ -199,12 +196,9 @@ def _radial_trunk(x: torch.Tensor, weights: List[torch.Tensor], act_scale: float
     out = x.new_empty(x.shape[0], weights[-1].shape[1])
     if x.shape[0] == 0:
         return out
-    suffix = "f32" if x.dtype == torch.float32 else "f64"
-    fn = getattr(_LIBRARY[key], f"radial_trunk_forward_{suffix}")
-    aligned = _aligned(weights)
-    with torch.cuda.device(x.device):
-        code = fn(_ptr(x), *_weight_ptrs(aligned), _ptr(out), x.shape[0], float(act_scale), current_stream(x.device))
-    check_cuda(code, "radial_trunk_forward")
+    aligned = _aligned(weights)  # alive over the launch
+    launch(_LIBRARY[key], "radial_trunk_forward", x, _ptr(x), *_weight_ptrs(aligned), _ptr(out), x.shape[0],
+           float(act_scale))
     return out
 
 
@@ -222,15 +216,9 @@ def _radial_trunk_backward(
     grad_x = torch.empty_like(x)
     if x.shape[0] == 0:
         return grad_x
-    suffix = "f32" if x.dtype == torch.float32 else "f64"
-    fn = getattr(_LIBRARY[key], f"radial_trunk_backward_{suffix}")
-    aligned = _aligned(weights)
-    with torch.cuda.device(x.device):
-        code = fn(
-            _ptr(grad_out), _ptr(x), *_weight_ptrs(aligned), _ptr(grad_x), x.shape[0], float(act_scale),
-            current_stream(x.device),
-        )
-    check_cuda(code, "radial_trunk_backward")
+    aligned = _aligned(weights)  # alive over the launch
+    launch(_LIBRARY[key], "radial_trunk_backward", x, _ptr(grad_out), _ptr(x), *_weight_ptrs(aligned),
+           _ptr(grad_x), x.shape[0], float(act_scale))
     return grad_x
 
 

@@ -16,6 +16,7 @@ import torch
 from mace_fast.nn.radial import RadialEmbedding
 from mace_fast.nn.spherical_harmonics import spherical_harmonics
 from mace_fast.ops.edge_embedding import edge_embedding, edge_embedding_supported, embed_edges
+from mace_fast.step import capture_cuda_graph
 
 pytestmark = pytest.mark.gpu
 
@@ -178,15 +179,7 @@ def test_cuda_graph(rng):
         (grad,) = torch.autograd.grad((sh, feats), static, (g_sh, g_feats))
         return sh, feats, cutoff, grad
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):  # warm up (compiles and loads the kernels) outside the capture
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        captured = step()
+    graph, captured = capture_cuda_graph(step)  # warm-up runs compile and load the kernels first
 
     new = random_vectors(rng, 500).float()
     with torch.no_grad():

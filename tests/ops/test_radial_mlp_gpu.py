@@ -15,6 +15,7 @@ import torch
 
 from mace_fast.nn.radial import RadialMLP
 from mace_fast.ops.radial_mlp import radial_mlp, radial_mlp_supported, radial_trunk
+from mace_fast.step import capture_cuda_graph
 
 pytestmark = pytest.mark.gpu
 
@@ -159,15 +160,7 @@ def test_cuda_graph(rng):
     def step():
         return value_and_input_grad(lambda t: radial_mlp(mlp, t), static_x, static_g)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out, grad = step()
+    graph, (out, grad) = capture_cuda_graph(step)
     static_x.copy_(randn(rng, num_edges, sizes[0], dtype=torch.float32))
     graph.replay()
     torch.cuda.synchronize()
