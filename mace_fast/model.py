@@ -20,6 +20,7 @@ from . import keys as K
 from .config import ModelConfig
 from .irreps import Irrep, Irreps
 from .nn.interaction import InteractionBlock, scatter_sum
+from .nn.derived import derived
 from .nn.linear import ElementEmbedding, ElementGroups, EquivariantLinear, element_groups
 from .nn.radial import RadialEmbedding
 from .nn.readout import LinearReadout, NonLinearReadout
@@ -130,6 +131,8 @@ class MACE(nn.Module):
         self.backend = backend
         self._fallback_said = False
         self._edge_kernel: Optional[bool] = None  # fused edge embedding usable (set on first CUDA use)
+        self._first_from_base = False  # first message from the atomic base (set with the kernels)
+        self._slot_tables: Dict[tuple, torch.Tensor] = {}
         return self
 
     def _use_kernels(self, device: torch.device, training: bool) -> bool:
@@ -162,7 +165,7 @@ class MACE(nn.Module):
         """Compile every layer's kernels at once (in parallel) before the first CUDA step."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from .ops import edge_embedding
+        from .ops import atomic_base, edge_embedding
         from .ops.channelwise_tp import compile_tp
         from .ops.symmetric_contraction import compile_symmetric_contraction
 
@@ -176,6 +179,11 @@ class MACE(nn.Module):
         with ThreadPoolExecutor(max_workers=len(tps) + len(scs) + 1) as pool:
             jobs = []
             if edges:  # distance transforms keep the torch path
+                first = self.interactions[0]
+                self._first_from_base = atomic_base.first_message_supported(first)
+                if self._first_from_base:
+                    width, num_sh = first.radial_mlp.sizes[-2], first.conv_tp.irreps_sh.dim
+                    jobs.append(pool.submit(atomic_base.load_library, width, num_sh))
                 lmax = self.config.max_ell
                 self._edge_kernel = edge_embedding.edge_embedding_supported(self.radial_embedding, lmax)
                 if self._edge_kernel:
@@ -269,8 +277,10 @@ class MACE(nn.Module):
         # The graph is differentiated exactly once, below, when forces or stress are asked
         # for outside training: the kernels' backward may then overwrite saved radial weights.
         grad_into_w = (compute_forces or want_strain) and not training
+        by_element = self._by_element(groups, element) if csr is not None and self._first_from_base else None
         for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
-            x, sc = interaction(feats, element, sh, edge_feats, edge_index, cutoff, csr, groups, grad_into_w)
+            x, sc = interaction(feats, element, sh, edge_feats, edge_index, cutoff, csr, groups, grad_into_w, by_element)
+            by_element = None  # only the first interaction's inputs depend on the element alone
             feats = product(x, sc, element, csr is not None)
             node_energies.append(readout(feats))
 
@@ -286,6 +296,26 @@ class MACE(nn.Module):
         if compute_forces or want_strain:
             out.update(self._derivatives(inter_energy, positions, displacement, cell, compute_forces, training))
         return out
+
+    def _by_element(self, groups: ElementGroups, element: torch.Tensor):
+        """``(element_feats [Zp, C], slot [N] int32)`` for the first interaction's atomic base:
+        the embedding of each element present (slot order) and each atom's slot; None when
+        too many elements are present for the base to pay off."""
+        from .ops.atomic_base import MAX_SLOTS
+
+        present = tuple(z for z, _ in groups)
+        if not 1 <= len(present) <= MAX_SLOTS:
+            return None
+        key = (present, element.device)
+        lookup = self._slot_tables.get(key)
+        if lookup is None:  # built on the first call, before any CUDA-graph capture
+            table = torch.zeros(len(self.config.atomic_numbers), dtype=torch.int32)
+            table[list(present)] = torch.arange(len(present), dtype=torch.int32)
+            lookup = self._slot_tables[key] = table.to(element.device)
+        embedding = self.node_embedding
+        feats = derived(embedding, f"present_{present}", [embedding.weight],
+                        lambda: torch.stack([embedding.table()[z] for z in present]))
+        return feats, lookup[element]
 
     @staticmethod
     def _derivatives(

@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from mace_fast.config import ModelConfig  # noqa: E402
 from mace_fast.model import MACE  # noqa: E402
+from mace_fast.ops.atomic_base import atomic_base_source  # noqa: E402
 from mace_fast.ops.build import cuda_arch_flags, kernels_dir  # noqa: E402
 from mace_fast.ops.codegen import channelwise_tp_source, symmetric_contraction_source  # noqa: E402
 from mace_fast.ops.edge_embedding import edge_embedding_source  # noqa: E402
@@ -59,6 +60,8 @@ def main() -> int:
     # The radial-MLP trunk: the usual widths and the largest supported.
     trunks = [(8, 64, 64, 64), (32, 128, 128, 128, 128)]
     jobs.append({f"radial_trunk_{i}.cu": trunk_source(w) for i, w in enumerate(trunks)})
+    # The atomic base: MP-medium's (K, S) and an odd width with few harmonics.
+    jobs.append({f"atomic_base_{k}_{s}.cu": atomic_base_source(k, s) for k, s in ((64, 16), (40, 4))})
     for sources in jobs:
         for file, text in sources.items():
             src = out / file

@@ -104,13 +104,23 @@ class InteractionBlock(nn.Module):
         csr: Optional["EdgeCSR"] = None,
         groups: Optional[ElementGroups] = None,
         grad_into_w: bool = False,
+        by_element: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """With ``csr`` (the CUDA backend) the fused kernel replaces gather, product and sum;
         ``grad_into_w`` lets its backward reuse the radial weights' memory (see
-        :func:`~mace_fast.ops.channelwise_tp.tp_aggregate`)."""
+        :func:`~mace_fast.ops.channelwise_tp.tp_aggregate`). ``by_element``
+        ``(element_feats [Zp, C], slot [N])``, with ``csr``: the input features are
+        ``element_feats[slot]`` (the first interaction), and the message is computed from
+        the atomic base (:mod:`mace_fast.ops.atomic_base`)."""
         sender, receiver = edge_index[0], edge_index[1]
         num_nodes = node_feats.shape[0]
         sc = self.skip(node_feats, element, groups) if self.residual else None
+
+        if csr is not None and by_element is not None:
+            from ..ops.atomic_base import first_message
+
+            message = first_message(self, by_element[0], by_element[1], sh, edge_feats, cutoff, csr, self._radial_kernel)
+            return self._finish(message, element, edge_feats, cutoff, receiver, csr, groups), sc
 
         h = self.linear_up(node_feats)
         if csr is not None and self._radial_kernel:
@@ -130,7 +140,21 @@ class InteractionBlock(nn.Module):
                 self._tp_key = compile_tp(self.conv_tp)
             message = tp_aggregate(h, sh, weights, csr, self._tp_key, self.node_feats_irreps[0][0], grad_into_w)
         message = self.linear(message)
+        return self._finish(message, element, edge_feats, cutoff, receiver, csr, groups), sc
 
+    def _finish(
+        self,
+        message: torch.Tensor,
+        element: torch.Tensor,
+        edge_feats: torch.Tensor,
+        cutoff: Optional[torch.Tensor],
+        receiver: torch.Tensor,
+        csr: Optional["EdgeCSR"],
+        groups: Optional[ElementGroups],
+    ) -> torch.Tensor:
+        """Normalise the linearly mapped message ``[N, target.dim]`` and apply the element
+        map of non-residual blocks: ``-> [N, C, D]``."""
+        num_nodes = message.shape[0]
         if self.density:
             edge_density = torch.tanh(self.density_mlp(edge_feats) ** 2)
             if cutoff is not None:
@@ -146,7 +170,7 @@ class InteractionBlock(nn.Module):
             message = message / self.avg_num_neighbors
         if not self.residual:
             message = self.skip(message, element, groups)
-        return self.per_channel(message), sc
+        return self.per_channel(message)
 
     def per_channel(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, target_irreps.dim] -> [N, C, D]``: each channel's components side by side."""

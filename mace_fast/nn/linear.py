@@ -180,6 +180,10 @@ class ElementEmbedding(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(num_elements, num_channels))
 
-    def forward(self, element: torch.Tensor) -> torch.Tensor:
+    def table(self) -> torch.Tensor:
+        """The features of every element: ``[num_elements, num_channels]``."""
         w = self.weight
-        return derived(self, "w", [w], lambda: w / math.sqrt(w.shape[0]))[element]
+        return derived(self, "w", [w], lambda: w / math.sqrt(w.shape[0]))
+
+    def forward(self, element: torch.Tensor) -> torch.Tensor:
+        return self.table()[element]

@@ -134,13 +134,18 @@ class RadialMLP(nn.Module):
         )
         self.act = scaled_activation(activation, act_scale)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = len(self.layers) - 1
-        for i, w in enumerate(self.layers):
-            x = x @ derived(self, f"w{i}", [w], lambda w=w: w / math.sqrt(w.shape[0]))
-            if i < last:
-                x = self.act(x)
+    def _scaled(self, i: int) -> torch.Tensor:
+        w = self.layers[i]
+        return derived(self, f"w{i}", [w], lambda: w / math.sqrt(w.shape[0]))
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers before the last, activations included: ``[E, sizes[0]] -> [E, sizes[-2]]``."""
+        for i in range(len(self.layers) - 1):
+            x = self.act(x @ self._scaled(i))
         return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hidden(x) @ self._scaled(len(self.layers) - 1)
 
 
 class RadialEmbedding(nn.Module):

@@ -23,7 +23,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..nn.activations import ScaledActivation
-from ..nn.derived import derived
 from ..nn.radial import RadialMLP
 from .build import compile_shared, kernel_source, launch, load_shared
 from .build import pointer as _ptr
@@ -316,7 +315,5 @@ def radial_mlp(mlp: RadialMLP, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"radial_mlp: {mlp.sizes} with {mlp.act} is not supported by the kernel")
     layers = list(mlp.layers)
     hidden = radial_trunk(x, layers[:-1], mlp.act.scale)
-    last = layers[-1]
     # The same cached scaled weight as RadialMLP.forward uses (one kernel less per call).
-    scaled = derived(mlp, f"w{len(layers) - 1}", [last], lambda: last / math.sqrt(last.shape[0]))
-    return hidden @ scaled.to(hidden.dtype)
+    return hidden @ mlp._scaled(len(layers) - 1).to(hidden.dtype)

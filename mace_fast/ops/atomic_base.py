@@ -1,0 +1,295 @@
+"""The first interaction from the atomic base: an exact, cheaper route for its message.
+
+In the first interaction every sender's features depend only on its element (they are the
+element embedding, mapped by ``linear_up``), and they are scalars. The tensor product of a
+scalar channel with the harmonics is the identity coupling, so the aggregated message of
+receiver ``i`` is, for a harmonic component ``s`` of degree ``l`` and channel ``c``::
+
+    m[i, s, c] = sum_j h[z_j, c] w[e_ij, l, c] Y[e_ij, s],   w[e, l, c] = sum_k R[e, k] W[k, l, c]
+
+with ``R`` the radial MLP's last hidden layer (times the envelope where the block applies
+it) and ``W`` its last layer. Summing over the neighbours first gives the *atomic base*
+
+    B[s, i, q, k] = sum_{j: slot(z_j) = q} R[e_ij, k] Y[e_ij, s]
+
+(``q`` runs over the elements present), and the message, with the block's linear map ``L``
+folded in, is one batched product with a small table::
+
+    (L m)[i, s, :] = sum_{q, k} B[s, i, q, k] T[s, (q, k), :],   T = h[z_q, c] W[k, l, c] L_l[c, :]
+
+Per edge that is ``K * S`` multiply-adds (1024 for MP-medium) in one kernel
+(``kernels/atomic_base.cu``) instead of the last radial layer (``K * P * C``, 32k) and the
+tensor product, and no ``[E, P * C]`` weights. Same function, other summation order: the
+float64 results agree with the reference to rounding.
+
+:func:`atomic_base` is the op (a ``torch.library`` custom op over ctypes kernels, with its
+backward); :func:`first_message` assembles the message of a block.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import re
+from functools import lru_cache
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..irreps import Irrep
+from ..nn.derived import derived
+from .build import kernel_source, launch, load_shared
+from .build import pointer as _ptr
+
+__all__ = [
+    "MAX_SLOTS",
+    "atomic_base",
+    "atomic_base_reference",
+    "atomic_base_source",
+    "first_message",
+    "first_message_supported",
+]
+
+MAX_SLOTS = 8  # elements present; beyond this the base costs more than it saves
+MAX_WIDTH = 128  # radial width K (registers: K / 32 * S accumulators per lane)
+MAX_SH = 16  # harmonics S, lmax <= 3
+
+
+@lru_cache(maxsize=None)
+def atomic_base_source(width: int, num_sh: int) -> str:
+    """CUDA source of the atomic-base kernels for radial width ``K`` and ``S`` harmonics."""
+    if not (1 <= width <= MAX_WIDTH and 1 <= num_sh <= MAX_SH):
+        raise ValueError(f"atomic_base: width {width} (1..{MAX_WIDTH}) or {num_sh} harmonics (1..{MAX_SH}) unsupported")
+    source = kernel_source("atomic_base.cu").replace("@@WIDTH@@", str(width)).replace("@@NUM_SH@@", str(num_sh))
+    missing = sorted(set(re.findall(r"@@([A-Z_]+)@@", source)))
+    if missing:
+        raise RuntimeError(f"unfilled markers in atomic_base.cu: {missing}")
+    return source
+
+
+_LIBS: Dict[Tuple[int, int], ctypes.CDLL] = {}
+_P = ctypes.c_void_p
+
+
+def load_library(width: int, num_sh: int) -> ctypes.CDLL:
+    """The compiled kernels for ``(K, S)`` (compiled on first use, then cached)."""
+    lib = _LIBS.get((width, num_sh))
+    if lib is None:
+        lib = load_shared("mace_fast_base", atomic_base_source(width, num_sh), "atomic_base.h")
+        tail = [ctypes.c_int64, ctypes.c_int, _P]
+        for suffix in ("f32", "f64"):
+            fwd = getattr(lib, f"atomic_base_forward_{suffix}")
+            fwd.argtypes, fwd.restype = [_P] * 6 + tail, ctypes.c_int
+            bwd = getattr(lib, f"atomic_base_backward_{suffix}")
+            bwd.argtypes, bwd.restype = [_P] * 8 + tail, ctypes.c_int
+        if (lib.atomic_base_width(), lib.atomic_base_num_sh()) != (width, num_sh):
+            raise RuntimeError(f"internal: atomic_base library for {(width, num_sh)} reports other sizes")
+        _LIBS[(width, num_sh)] = lib
+    return lib
+
+
+@torch.library.custom_op("mace_fast::atomic_base", mutates_args=())
+def _atomic_base(
+    radial: torch.Tensor, sh: torch.Tensor, sender: torch.Tensor, edge_ptr: torch.Tensor, slot: torch.Tensor,
+    num_slots: int,
+) -> torch.Tensor:
+    num_nodes, width, num_sh = edge_ptr.numel() - 1, radial.shape[1], sh.shape[1]
+    base = radial.new_empty(num_sh, num_nodes, num_slots * width)
+    if num_nodes > 0:
+        launch(load_library(width, num_sh), "atomic_base_forward", radial, _ptr(radial), _ptr(sh), _ptr(sender),
+               _ptr(edge_ptr), _ptr(slot), _ptr(base), num_nodes, num_slots)
+    return base
+
+
+@_atomic_base.register_fake
+def _(radial, sh, sender, edge_ptr, slot, num_slots):
+    return radial.new_empty(sh.shape[1], edge_ptr.shape[0] - 1, num_slots * radial.shape[1])
+
+
+@torch.library.custom_op("mace_fast::atomic_base_backward", mutates_args=())
+def _atomic_base_backward(
+    grad_base: torch.Tensor, radial: torch.Tensor, sh: torch.Tensor, sender: torch.Tensor, edge_ptr: torch.Tensor,
+    slot: torch.Tensor, num_slots: int,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    # Edges outside every receiver's range (none in a valid CSR) would keep garbage: zero-fill.
+    grad_radial, grad_sh = torch.zeros_like(radial), torch.zeros_like(sh)
+    num_nodes = edge_ptr.numel() - 1
+    if num_nodes > 0 and radial.shape[0] > 0:
+        launch(load_library(radial.shape[1], sh.shape[1]), "atomic_base_backward", radial, _ptr(grad_base),
+               _ptr(radial), _ptr(sh), _ptr(sender), _ptr(edge_ptr), _ptr(slot), _ptr(grad_radial), _ptr(grad_sh),
+               num_nodes, num_slots)
+    return grad_radial, grad_sh
+
+
+@_atomic_base_backward.register_fake
+def _(grad_base, radial, sh, sender, edge_ptr, slot, num_slots):
+    return torch.empty_like(radial), torch.empty_like(sh)
+
+
+def _setup(ctx, inputs, output):
+    radial, sh, sender, edge_ptr, slot, num_slots = inputs
+    ctx.save_for_backward(radial, sh, sender, edge_ptr, slot)
+    ctx.num_slots = num_slots
+
+
+def _backward(ctx, grad_base):
+    radial, sh, sender, edge_ptr, slot = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        raise RuntimeError("atomic_base has no double backward (training uses the torch path)")
+    grad_radial, grad_sh = _atomic_base_backward(grad_base.contiguous(), radial, sh, sender, edge_ptr, slot,
+                                                 ctx.num_slots)
+    return grad_radial, grad_sh, None, None, None, None
+
+
+_atomic_base.register_autograd(_backward, setup_context=_setup)
+
+
+def atomic_base(
+    radial: torch.Tensor, sh: torch.Tensor, sender: torch.Tensor, edge_ptr: torch.Tensor, slot: torch.Tensor,
+    num_slots: int,
+) -> torch.Tensor:
+    """``radial [E, K], sh [E, S] -> base [S, N, num_slots * K]`` (see the module docstring).
+
+    ``sender [E]`` and ``edge_ptr [N+1]`` (int64) describe receiver-sorted edges;
+    ``slot [N]`` (int32, in ``0..num_slots-1``) is each atom's element slot. Differentiable
+    once with respect to ``radial`` and ``sh``.
+    """
+    if not (radial.is_cuda and sh.is_cuda):
+        raise ValueError("atomic_base: radial and sh must be CUDA tensors (use atomic_base_reference on the CPU)")
+    if radial.dtype not in (torch.float32, torch.float64) or sh.dtype != radial.dtype:
+        raise TypeError(f"atomic_base: radial and sh must share float32 or float64, got {radial.dtype}, {sh.dtype}")
+    if radial.dim() != 2 or sh.dim() != 2 or radial.shape[0] != sh.shape[0] or sender.shape != radial.shape[:1]:
+        raise ValueError(
+            f"atomic_base: shapes radial {list(radial.shape)}, sh {list(sh.shape)}, sender {list(sender.shape)} "
+            "do not describe the same edges"
+        )
+    if sender.dtype != torch.int64 or edge_ptr.dtype != torch.int64 or slot.dtype != torch.int32:
+        raise TypeError("atomic_base: sender and edge_ptr must be int64, slot int32")
+    if slot.shape[0] != edge_ptr.shape[0] - 1:
+        raise ValueError(f"atomic_base: slot has {slot.shape[0]} atoms, edge_ptr {edge_ptr.shape[0] - 1}")
+    if not 1 <= num_slots <= MAX_SLOTS:
+        raise ValueError(f"atomic_base: num_slots must be in 1..{MAX_SLOTS}, got {num_slots}")
+    return _atomic_base(radial.contiguous(), sh.contiguous(), sender.contiguous(), edge_ptr.contiguous(),
+                        slot.contiguous(), int(num_slots))
+
+
+def atomic_base_reference(
+    radial: torch.Tensor, sh: torch.Tensor, sender: torch.Tensor, receiver: torch.Tensor, slot: torch.Tensor,
+    num_nodes: int, num_slots: int,
+) -> torch.Tensor:
+    """The same base in plain torch (any device, any order of edges): ``[S, N, num_slots * K]``."""
+    width, num_sh = radial.shape[1], sh.shape[1]
+    outer = sh.unsqueeze(2) * radial.unsqueeze(1)  # [E, S, K]
+    index = receiver * num_slots + slot[sender].long()
+    base = outer.new_zeros(num_nodes * num_slots, num_sh, width).index_add(0, index, outer)
+    return base.reshape(num_nodes, num_slots, num_sh, width).permute(2, 0, 1, 3).reshape(num_sh, num_nodes, -1)
+
+
+# --- the first interaction's message ---------------------------------------------------------
+
+
+def _linear_source(block) -> Optional[List[int]]:
+    """For each output block of ``block.linear``: the one TP output block it reads (else None)."""
+    sources = []
+    for idx in block.linear.sources:
+        if len(idx) != 1:
+            return None
+        sources.append(idx[0])
+    return sources
+
+
+def first_message_supported(block) -> bool:
+    """Whether :func:`first_message` computes ``block``'s message (before the average).
+
+    Needs scalar sender features (one ``0e`` block), identity couplings (every path
+    ``0e x l -> l``, each harmonic block in one path), a linear map reading one TP block per
+    output block, a radial width up to ``MAX_WIDTH`` and at most ``MAX_SH`` harmonics.
+    """
+    tp = block.conv_tp
+    if len(block.node_feats_irreps) != 1 or block.node_feats_irreps[0][1] != Irrep(0, 1):
+        return False
+    used = [p.i_sh for p in tp.paths]
+    if len(set(used)) != len(used) or tp.irreps_sh.dim > MAX_SH:
+        return False
+    for k, p in enumerate(tp.paths):
+        cg = getattr(tp, f"cg_{k}")
+        if cg.shape[0] != 1 or not torch.allclose(cg[0], torch.eye(cg.shape[1], dtype=cg.dtype), atol=1e-12):
+            return False
+    sources = _linear_source(block)
+    if sources is None or sorted(sources) != list(range(len(tp.paths))):
+        return False
+    width = block.radial_mlp.sizes[-2]
+    return 1 <= width <= MAX_WIDTH
+
+
+def _table(block, element_feats: torch.Tensor) -> torch.Tensor:
+    """``T [S, Q, C_out]`` of the module docstring, ``Q = Zp * K`` (``element_feats [Zp, C]``)."""
+    tp = block.conv_tp
+    h = block.linear_up(element_feats)  # [Zp, C]
+    last = block.radial_mlp.layers[-1]
+    w = last / math.sqrt(last.shape[0])  # [K, P * C], the scaled last radial layer
+    out_of_path = {tp_block: o for o, tp_block in enumerate(_linear_source(block))}
+    sh_slices = tp.irreps_sh.slices()
+    rows: List[Optional[torch.Tensor]] = [None] * tp.irreps_sh.dim
+    offset = 0
+    for p in tp.paths:
+        wp = w[:, offset : offset + p.mul]  # [K, C]
+        offset += p.mul
+        v = (h.unsqueeze(1) * wp.unsqueeze(0)).reshape(-1, p.mul)  # [Zp * K, C]: (q, k) rows
+        o = out_of_path[p.i_out]
+        lw = block.linear.weights[o]
+        v = v @ (lw / math.sqrt(lw.shape[0]))  # the linear map, folded in
+        for s in range(sh_slices[p.i_sh].start, sh_slices[p.i_sh].stop):
+            rows[s] = v
+    zero = None
+    for s, r in enumerate(rows):  # harmonics no path uses contribute nothing
+        if r is None:
+            zero = zero if zero is not None else torch.zeros_like(next(x for x in rows if x is not None))
+            rows[s] = zero
+    return torch.stack(rows)
+
+
+def first_message(
+    block,
+    element_feats: torch.Tensor,
+    slot: torch.Tensor,
+    sh: torch.Tensor,
+    edge_feats: torch.Tensor,
+    cutoff: Optional[torch.Tensor],
+    csr,
+    trunk_kernel: bool,
+) -> torch.Tensor:
+    """``block.linear(aggregated TP message)`` of the first interaction: ``[N, target.dim]``.
+
+    ``element_feats [Zp, C]``: the sender features of each element present (slot order);
+    ``slot [N]`` int32: each atom's slot; ``csr``: the batch's :class:`EdgeCSR`;
+    ``trunk_kernel``: run the radial MLP's hidden layers on the fused kernel.
+    """
+    mlp = block.radial_mlp
+    layers = list(mlp.layers)
+    if trunk_kernel:
+        from .radial_mlp import radial_trunk
+
+        radial = radial_trunk(edge_feats, layers[:-1], mlp.act.scale)
+    else:
+        radial = mlp.hidden(edge_feats)
+    if cutoff is not None:
+        radial = radial * cutoff
+    num_slots = element_feats.shape[0]
+    if radial.is_cuda:
+        base = atomic_base(radial, sh, csr.sender, csr.edge_ptr, slot, num_slots)  # [S, N, Q]
+    else:
+        base = atomic_base_reference(radial, sh, csr.sender, csr.receiver, slot, slot.shape[0], num_slots)
+    sources: Sequence[torch.Tensor] = [element_feats, layers[-1], *block.linear_up.weights, *block.linear.weights]
+    table = derived(block, f"atomic_base_table_{num_slots}", sources, lambda: _table(block, element_feats))
+    out = torch.bmm(base, table.to(base.dtype))  # [S, N, C_out]
+    # Back to the irreps layout [N, C_out * (2l+1)] per block, in the linear's output order.
+    tp = block.conv_tp
+    sh_slices = tp.irreps_sh.slices()
+    path_of_out = {tp_block: p for p, tp_block in enumerate(p.i_out for p in tp.paths)}
+    num_nodes = base.shape[1]
+    blocks = []
+    for tp_block in _linear_source(block):
+        rows = sh_slices[tp.paths[path_of_out[tp_block]].i_sh]
+        blocks.append(out[rows].permute(1, 2, 0).reshape(num_nodes, -1))
+    return torch.cat(blocks, dim=1)
