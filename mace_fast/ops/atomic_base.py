@@ -213,7 +213,7 @@ def first_message_supported(block) -> bool:
         return False
     for k, p in enumerate(tp.paths):
         cg = getattr(tp, f"cg_{k}")
-        if cg.shape[0] != 1 or not torch.allclose(cg[0], torch.eye(cg.shape[1], dtype=cg.dtype), atol=1e-12):
+        if cg.shape[0] != 1 or not torch.allclose(cg[0], torch.eye(cg.shape[1], dtype=cg.dtype, device=cg.device), atol=1e-12):
             return False
     sources = _linear_source(block)
     if sources is None or sorted(sources) != list(range(len(tp.paths))):
