@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--host", action="store_true", help="sort by host (CPU) time: where launch overhead goes")
+    parser.add_argument("--ops", action="store_true", help="GPU time per torch operator and input shapes")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
     z = [14]
@@ -42,12 +43,18 @@ def main() -> None:
     for _ in range(3):
         model(g)[K.FORCES]
     torch.cuda.synchronize()
-    acts = [torch.profiler.ProfilerActivity.CUDA] + ([torch.profiler.ProfilerActivity.CPU] if args.host else [])
-    with torch.profiler.profile(activities=acts) as prof:
+    host = args.host or args.ops
+    acts = [torch.profiler.ProfilerActivity.CUDA] + ([torch.profiler.ProfilerActivity.CPU] if host else [])
+    with torch.profiler.profile(activities=acts, record_shapes=args.ops) as prof:
         model(g)[K.FORCES]
         torch.cuda.synchronize()
-    key = "self_cpu_time_total" if args.host else "cuda_time_total"
-    print(prof.key_averages().table(sort_by=key, row_limit=args.rows, max_name_column_width=60))
+    if args.ops:  # operators (with their shapes) by the GPU time of the kernels they launch
+        table = prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cuda_time_total", row_limit=args.rows, max_name_column_width=40, max_shapes_column_width=90)
+    else:
+        key = "self_cpu_time_total" if args.host else "cuda_time_total"
+        table = prof.key_averages().table(sort_by=key, row_limit=args.rows, max_name_column_width=60)
+    print(table)
 
 
 if __name__ == "__main__":

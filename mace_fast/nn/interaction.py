@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..irreps import Irreps
-from .linear import ElementGroups, ElementLinear, EquivariantLinear, split_blocks
+from .linear import ElementGroups, ElementLinear, EquivariantLinear, element_groups, split_blocks
 from .radial import RadialMLP
 from .tensor_product import ChannelwiseTensorProduct
 
@@ -119,8 +119,10 @@ class InteractionBlock(nn.Module):
         if csr is not None and by_element is not None:
             from ..ops.atomic_base import first_message
 
-            message = first_message(self, by_element[0], by_element[1], sh, edge_feats, cutoff, csr, self._radial_kernel)
-            return self._finish(message, element, edge_feats, cutoff, receiver, csr, groups), sc
+            density = self.density_of(edge_feats, cutoff, receiver, csr, num_nodes) if self.density else None
+            groups = element_groups(element) if groups is None else groups
+            x = first_message(self, by_element[0], by_element[1], groups, sh, edge_feats, cutoff, density, csr)
+            return x, sc
 
         h = self.linear_up(node_feats)
         if csr is not None and self._radial_kernel:
@@ -154,23 +156,31 @@ class InteractionBlock(nn.Module):
     ) -> torch.Tensor:
         """Normalise the linearly mapped message ``[N, target.dim]`` and apply the element
         map of non-residual blocks: ``-> [N, C, D]``."""
-        num_nodes = message.shape[0]
         if self.density:
-            edge_density = torch.tanh(self.density_mlp(edge_feats) ** 2)
-            if cutoff is not None:
-                edge_density = edge_density * cutoff
-            if csr is None:
-                density = scatter_sum(edge_density, receiver, num_nodes)
-            else:
-                from ..ops.segment import segment_sum
-
-                density = segment_sum(edge_density, csr.edge_ptr)
-            message = message / (density + 1)
+            message = message / (self.density_of(edge_feats, cutoff, receiver, csr, message.shape[0]) + 1)
         else:
             message = message / self.avg_num_neighbors
         if not self.residual:
             message = self.skip(message, element, groups)
         return self.per_channel(message)
+
+    def density_of(
+        self,
+        edge_feats: torch.Tensor,
+        cutoff: Optional[torch.Tensor],
+        receiver: torch.Tensor,
+        csr: Optional["EdgeCSR"],
+        num_nodes: int,
+    ) -> torch.Tensor:
+        """The learned neighbour density ``sum_j tanh(f(r_ij)^2)`` of density blocks: ``[N, 1]``."""
+        edge_density = torch.tanh(self.density_mlp(edge_feats) ** 2)
+        if cutoff is not None:
+            edge_density = edge_density * cutoff
+        if csr is None:
+            return scatter_sum(edge_density, receiver, num_nodes)
+        from ..ops.segment import segment_sum
+
+        return segment_sum(edge_density, csr.edge_ptr)
 
     def per_channel(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, target_irreps.dim] -> [N, C, D]``: each channel's components side by side."""

@@ -12,10 +12,14 @@ it) and ``W`` its last layer. Summing over the neighbours first gives the *atomi
 
     B[s, i, q, k] = sum_{j: slot(z_j) = q} R[e_ij, k] Y[e_ij, s]
 
-(``q`` runs over the elements present), and the message, with the block's linear map ``L``
-folded in, is one batched product with a small table::
+(``q`` runs over the elements present), and the block's output is one batched product
+with a small table per receiving element::
 
-    (L m)[i, s, :] = sum_{q, k} B[s, i, q, k] T[s, (q, k), :],   T = h[z_q, c] W[k, l, c] L_l[c, :]
+    x[i, :, s] = sum_{q, k} B[s, i, q, k] T_z(i)[s, (q, k), :],
+    T_z[s, (q, k), :] = h[z_q, c] W[k, l, c] L_l[c, :] S_l[z, :, :] / avg_num_neighbors
+
+with the block's linear map ``L``, its per-element skip map ``S`` (non-residual blocks) and
+the normalisation folded in (density blocks divide by their density instead).
 
 Per edge that is ``K * S`` multiply-adds (1024 for MP-medium) in one kernel
 (``kernels/atomic_base.cu``) instead of the last radial layer (``K * P * C``, 32k) and the
@@ -23,7 +27,7 @@ tensor product, and no ``[E, P * C]`` weights. Same function, other summation or
 float64 results agree with the reference to rounding.
 
 :func:`atomic_base` is the op (a ``torch.library`` custom op over ctypes kernels, with its
-backward); :func:`first_message` assembles the message of a block.
+backward); :func:`first_message` gives a block's output from it.
 """
 
 from __future__ import annotations
@@ -188,86 +192,98 @@ def atomic_base_reference(
 # --- the first interaction's message ---------------------------------------------------------
 
 
-def _linear_source(block) -> Optional[List[int]]:
-    """For each output block of ``block.linear``: the one TP output block it reads (else None)."""
-    sources = []
-    for idx in block.linear.sources:
-        if len(idx) != 1:
+def _paths_by_output(block) -> Optional[List[int]]:
+    """For each output block ``o`` of ``block.linear``: the TP path it reads, which must couple
+    the harmonics block ``o`` (so that the per-channel layout follows the harmonics); else None."""
+    paths = block.conv_tp.paths
+    path_of_block = {p.i_out: k for k, p in enumerate(paths)}
+    order = []
+    for o, idx in enumerate(block.linear.sources):
+        if len(idx) != 1 or idx[0] not in path_of_block or paths[path_of_block[idx[0]]].i_sh != o:
             return None
-        sources.append(idx[0])
-    return sources
+        order.append(path_of_block[idx[0]])
+    return order if sorted(order) == list(range(len(paths))) else None
 
 
 def first_message_supported(block) -> bool:
-    """Whether :func:`first_message` computes ``block``'s message (before the average).
+    """Whether :func:`first_message` computes ``block``'s output.
 
     Needs scalar sender features (one ``0e`` block), identity couplings (every path
-    ``0e x l -> l``, each harmonic block in one path), a linear map reading one TP block per
-    output block, a radial width up to ``MAX_WIDTH`` and at most ``MAX_SH`` harmonics.
+    ``0e x l -> l``, one per harmonics block, mapped by the linear map to the target block
+    of the same index), a non-residual skip that maps each target block to itself, a radial
+    width up to ``MAX_WIDTH`` and at most ``MAX_SH`` harmonics.
     """
     tp = block.conv_tp
     if len(block.node_feats_irreps) != 1 or block.node_feats_irreps[0][1] != Irrep(0, 1):
         return False
-    used = [p.i_sh for p in tp.paths]
-    if len(set(used)) != len(used) or tp.irreps_sh.dim > MAX_SH:
+    if tp.irreps_sh.dim > MAX_SH or len(block.target_irreps) != len(tp.irreps_sh):
         return False
     for k, p in enumerate(tp.paths):
         cg = getattr(tp, f"cg_{k}")
-        if cg.shape[0] != 1 or not torch.allclose(cg[0], torch.eye(cg.shape[1], dtype=cg.dtype, device=cg.device), atol=1e-12):
+        eye = torch.eye(cg.shape[1], dtype=cg.dtype, device=cg.device)
+        if cg.shape[0] != 1 or not torch.allclose(cg[0], eye, atol=1e-12):
             return False
-    sources = _linear_source(block)
-    if sources is None or sorted(sources) != list(range(len(tp.paths))):
+    if _paths_by_output(block) is None:
         return False
-    width = block.radial_mlp.sizes[-2]
-    return 1 <= width <= MAX_WIDTH
+    if not block.residual and block.skip.sources != [[o] for o in range(len(block.target_irreps))]:
+        return False
+    return 1 <= block.radial_mlp.sizes[-2] <= MAX_WIDTH
 
 
-def _table(block, element_feats: torch.Tensor) -> torch.Tensor:
-    """``T [S, Q, C_out]`` of the module docstring, ``Q = Zp * K`` (``element_feats [Zp, C]``)."""
+def _tables(block, element_feats: torch.Tensor, present: Sequence[int]) -> torch.Tensor:
+    """``T [Zp, S, Q, C]`` of the module docstring, ``Q = Zp * K``, one per *receiving* element.
+
+    Folded in: the linear map, ``1 / avg_num_neighbors`` (blocks without density) and the
+    receiver's element map (non-residual blocks). ``element_feats [Zp, C]`` are the features of
+    the elements ``present`` (model element indices), which are also the receivers' slots.
+    """
     tp = block.conv_tp
     h = block.linear_up(element_feats)  # [Zp, C]
-    last = block.radial_mlp.layers[-1]
-    w = last / math.sqrt(last.shape[0])  # [K, P * C], the scaled last radial layer
-    out_of_path = {tp_block: o for o, tp_block in enumerate(_linear_source(block))}
-    sh_slices = tp.irreps_sh.slices()
-    rows: List[Optional[torch.Tensor]] = [None] * tp.irreps_sh.dim
-    offset = 0
+    w = block.radial_mlp._scaled(len(block.radial_mlp.layers) - 1)  # [K, P * C]
+    offsets = [0]
     for p in tp.paths:
-        wp = w[:, offset : offset + p.mul]  # [K, C]
-        offset += p.mul
-        v = (h.unsqueeze(1) * wp.unsqueeze(0)).reshape(-1, p.mul)  # [Zp * K, C]: (q, k) rows
-        o = out_of_path[p.i_out]
+        offsets.append(offsets[-1] + p.mul)
+    scale = 1.0 if block.density else 1.0 / block.avg_num_neighbors
+    per_block = []  # [Q, C] per target block
+    for o, k in enumerate(_paths_by_output(block)):
+        wp = w[:, offsets[k] : offsets[k + 1]]  # [K, C]
+        v = (h.unsqueeze(1) * wp.unsqueeze(0)).reshape(-1, wp.shape[1])  # [Zp * K, C]: (q, k) rows
         lw = block.linear.weights[o]
-        v = v @ (lw / math.sqrt(lw.shape[0]))  # the linear map, folded in
-        for s in range(sh_slices[p.i_sh].start, sh_slices[p.i_sh].stop):
-            rows[s] = v
-    zero = None
-    for s, r in enumerate(rows):  # harmonics no path uses contribute nothing
-        if r is None:
-            zero = zero if zero is not None else torch.zeros_like(next(x for x in rows if x is not None))
-            rows[s] = zero
-    return torch.stack(rows)
+        per_block.append(v @ (lw * (scale / math.sqrt(lw.shape[0]))))
+    tables = []
+    for z in present:
+        rows = []
+        for o, ((_, ir), v) in enumerate(zip(block.target_irreps, per_block)):
+            if not block.residual:
+                sw = block.skip.weights[o]  # [Z, C, C]
+                v = v @ (sw[z] / math.sqrt(sw.shape[1] * block.skip.num_elements))
+            rows += [v] * ir.dim
+        tables.append(torch.stack(rows))
+        if block.residual:  # no receiver-dependent part: one table serves all
+            break
+    return torch.stack(tables)
 
 
 def first_message(
     block,
     element_feats: torch.Tensor,
     slot: torch.Tensor,
+    groups,
     sh: torch.Tensor,
     edge_feats: torch.Tensor,
     cutoff: Optional[torch.Tensor],
+    density: Optional[torch.Tensor],
     csr,
-    trunk_kernel: bool,
 ) -> torch.Tensor:
-    """``block.linear(aggregated TP message)`` of the first interaction: ``[N, target.dim]``.
+    """The first interaction's output ``x [N, C, D]`` (as ``InteractionBlock.forward`` returns it).
 
-    ``element_feats [Zp, C]``: the sender features of each element present (slot order);
-    ``slot [N]`` int32: each atom's slot; ``csr``: the batch's :class:`EdgeCSR`;
-    ``trunk_kernel``: run the radial MLP's hidden layers on the fused kernel.
+    ``element_feats [Zp, C]``: the sender features of each element present, in the order of
+    ``groups`` (``[(element, atoms)]``); ``slot [N]`` int32: each atom's index in it;
+    ``density [N, 1]`` for density blocks; ``csr``: the batch's :class:`EdgeCSR`.
     """
     mlp = block.radial_mlp
     layers = list(mlp.layers)
-    if trunk_kernel:
+    if block._radial_kernel:
         from .radial_mlp import radial_trunk
 
         radial = radial_trunk(edge_feats, layers[:-1], mlp.act.scale)
@@ -275,21 +291,24 @@ def first_message(
         radial = mlp.hidden(edge_feats)
     if cutoff is not None:
         radial = radial * cutoff
-    num_slots = element_feats.shape[0]
+    num_slots, num_nodes = element_feats.shape[0], slot.shape[0]
     if radial.is_cuda:
         base = atomic_base(radial, sh, csr.sender, csr.edge_ptr, slot, num_slots)  # [S, N, Q]
     else:
-        base = atomic_base_reference(radial, sh, csr.sender, csr.receiver, slot, slot.shape[0], num_slots)
-    sources: Sequence[torch.Tensor] = [element_feats, layers[-1], *block.linear_up.weights, *block.linear.weights]
-    table = derived(block, f"atomic_base_table_{num_slots}", sources, lambda: _table(block, element_feats))
-    out = torch.bmm(base, table.to(base.dtype))  # [S, N, C_out]
-    # Back to the irreps layout [N, C_out * (2l+1)] per block, in the linear's output order.
-    tp = block.conv_tp
-    sh_slices = tp.irreps_sh.slices()
-    path_of_out = {tp_block: p for p, tp_block in enumerate(p.i_out for p in tp.paths)}
-    num_nodes = base.shape[1]
-    blocks = []
-    for tp_block in _linear_source(block):
-        rows = sh_slices[tp.paths[path_of_out[tp_block]].i_sh]
-        blocks.append(out[rows].permute(1, 2, 0).reshape(num_nodes, -1))
-    return torch.cat(blocks, dim=1)
+        base = atomic_base_reference(radial, sh, csr.sender, csr.receiver, slot, num_nodes, num_slots)
+    present = tuple(z for z, _ in groups)
+    sources: Sequence[torch.Tensor] = [
+        element_feats, layers[-1], *block.linear_up.weights, *block.linear.weights,
+        *([] if block.residual else block.skip.weights),
+    ]
+    tables = derived(block, f"atomic_base_tables_{present}", sources, lambda: _tables(block, element_feats, present))
+    tables = tables.to(base.dtype)
+    if tables.shape[0] == 1:
+        out = torch.bmm(base, tables[0])  # [S, N, C]
+    else:  # receivers grouped by element, one product per group
+        out = base.new_empty(base.shape[0], num_nodes, tables.shape[-1])
+        for q, (_, atoms) in enumerate(groups):
+            out = out.index_copy(1, atoms, torch.bmm(base.index_select(1, atoms), tables[q]))
+    if density is not None:
+        out = out / (density + 1).reshape(1, num_nodes, 1)
+    return out.permute(1, 2, 0).contiguous()  # [N, C, S]: the per-channel layout
