@@ -25,6 +25,7 @@
 #include <atomic>
 #include <cstdint>
 #include <type_traits>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include "radial_mlp.h"
@@ -243,6 +244,29 @@ __device__ __forceinline__ void store_tile(const T* tile, int rows, T* __restric
   }
 }
 
+// The tile as three bfloat16 terms per value, v = hi + mid + lo to ~2^-24 relative, in the
+// layout of the split last layer (ops/radial_mlp.py): row [hi, hi, mid, hi, lo, mid], so that
+// one bfloat16 GEMM against [W_hi; W_mid; W_hi; W_lo; W_hi; W_mid] sums the six products
+// that carry float32 precision (hi W_hi, hi W_mid, mid W_hi, hi W_lo, lo W_hi, mid W_mid).
+template <int COLS>
+__device__ __forceinline__ void store_split_tile(const float* tile, int rows, __nv_bfloat16* __restrict__ dst) {
+  for (int idx = threadIdx.x; idx < rows * COLS; idx += kThreads) {
+    const int row = idx / COLS, col = idx % COLS;
+    const float v = tile[row * Shape<float>::kLd + col];
+    const __nv_bfloat16 hi = __float2bfloat16_rn(v);
+    const float r = v - __bfloat162float(hi);
+    const __nv_bfloat16 mid = __float2bfloat16_rn(r);
+    const __nv_bfloat16 lo = __float2bfloat16_rn(r - __bfloat162float(mid));
+    __nv_bfloat16* out = dst + int64_t(row) * 6 * COLS + col;
+    out[0] = hi;
+    out[COLS] = hi;
+    out[2 * COLS] = mid;
+    out[3 * COLS] = hi;
+    out[4 * COLS] = lo;
+    out[5 * COLS] = mid;
+  }
+}
+
 // The layers' weights: copied into shared memory (resident) or left in global memory.
 template <typename T, bool RESIDENT>
 __device__ __forceinline__ void stage_weights(const Weights<T>& global, T* shared, const T* (&w)[kLayers]) {
@@ -259,9 +283,10 @@ __device__ __forceinline__ void stage_weights(const Weights<T>& global, T* share
   });
 }
 
-template <typename T, int TILE, bool RESIDENT>
+// SPLIT (float only): out is [E, 6 * hL] bfloat16 in the split layout (store_split_tile).
+template <typename T, int TILE, bool RESIDENT, bool SPLIT = false>
 __global__ void __launch_bounds__(kThreads)
-    trunk_forward_kernel(const T* __restrict__ x, Weights<T> weights, T* __restrict__ out, int64_t num_edges,
+    trunk_forward_kernel(const T* __restrict__ x, Weights<T> weights, void* __restrict__ out, int64_t num_edges,
                          T act_scale) {
   using Tl = Tiling<TILE>;
   constexpr int LD = Shape<T>::kLd, N0 = kWidth[0], OUT = kWidth[kLayers];
@@ -291,7 +316,11 @@ __global__ void __launch_bounds__(kThreads)
       }
       __syncthreads();
     });
-    store_tile<T, OUT>(act, rows, out + e0 * OUT);
+    if constexpr (SPLIT) {
+      store_split_tile<OUT>(act, rows, static_cast<__nv_bfloat16*>(out) + e0 * 6 * OUT);
+    } else {
+      store_tile<T, OUT>(act, rows, static_cast<T*>(out) + e0 * OUT);
+    }
     __syncthreads();  // before the next tile overwrites act
   }
 }
@@ -390,7 +419,7 @@ constexpr size_t smem_bytes(Plan plan, int buffers) {
 
 // Blocks of `kernel` that run at once on the current device (the persistent grid). Cached per
 // device: the attribute calls are host round trips, and later calls may be graph captures.
-template <typename T, bool BACKWARD>
+template <typename T, bool BACKWARD, bool SPLIT = false>  // one cache per kernel
 cudaError_t grid_limit(const void* kernel, size_t smem, int64_t* blocks) {
   static std::atomic<int64_t> cache[kMaxDevices];
   int device = 0;
@@ -413,13 +442,14 @@ cudaError_t grid_limit(const void* kernel, size_t smem, int64_t* blocks) {
   return cudaSuccess;
 }
 
-template <typename T, int TILE, bool RESIDENT>
-cudaError_t forward_impl(const T* x, Weights<T> w, T* out, int64_t num_edges, double act_scale, cudaStream_t stream) {
+template <typename T, int TILE, bool RESIDENT, bool SPLIT = false>
+cudaError_t forward_impl(const T* x, Weights<T> w, void* out, int64_t num_edges, double act_scale,
+                         cudaStream_t stream) {
   if (num_edges <= 0) return cudaSuccess;
-  auto kernel = trunk_forward_kernel<T, TILE, RESIDENT>;
+  auto kernel = trunk_forward_kernel<T, TILE, RESIDENT, SPLIT>;
   constexpr size_t smem = smem_bytes<T>(Plan{TILE, RESIDENT}, 1);
   int64_t blocks = 0;
-  cudaError_t err = grid_limit<T, false>(reinterpret_cast<const void*>(kernel), smem, &blocks);
+  cudaError_t err = grid_limit<T, false, SPLIT>(reinterpret_cast<const void*>(kernel), smem, &blocks);
   if (err != cudaSuccess) return err;
   const int64_t grid = std::min((num_edges + TILE - 1) / TILE, blocks);
   kernel<<<unsigned(grid), kThreads, smem, stream>>>(x, w, out, num_edges, T(act_scale));
@@ -464,4 +494,10 @@ extern "C" TrunkDims radial_trunk_dims() {
   }
 
 MACE_FAST_TRUNK_INSTANTIATE(float, f32, kForwardF32, kBackwardF32)
+extern "C" cudaError_t radial_trunk_forward_split_f32(const float* x, const float* w0, const float* w1,
+                                                      const float* w2, const float* w3, void* out,
+                                                      int64_t num_edges, double act_scale, cudaStream_t stream) {
+  return forward_impl<float, kForwardF32.tile, kForwardF32.resident, true>(x, Weights<float>{{w0, w1, w2, w3}}, out,
+                                                                           num_edges, act_scale, stream);
+}
 MACE_FAST_TRUNK_INSTANTIATE(double, f64, kForwardF64, kBackwardF64)

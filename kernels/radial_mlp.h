@@ -24,6 +24,11 @@ cudaError_t radial_trunk_forward_f32(const float* x, const float* w0, const floa
 cudaError_t radial_trunk_forward_f64(const double* x, const double* w0, const double* w1, const double* w2,
                                      const double* w3, double* out, int64_t num_edges, double act_scale,
                                      cudaStream_t stream);
+// The float32 trunk output as three bfloat16 terms, out [E, 6 * hL] bfloat16 in the row
+// layout [hi, hi, mid, hi, lo, mid] (for the split last layer, see radial_mlp.cu).
+cudaError_t radial_trunk_forward_split_f32(const float* x, const float* w0, const float* w1, const float* w2,
+                                           const float* w3, void* out, int64_t num_edges, double act_scale,
+                                           cudaStream_t stream);
 // grad_x = d(trunk)/dx^T grad_out; the forward is recomputed inside (nothing is stored).
 cudaError_t radial_trunk_backward_f32(const float* grad_out, const float* x, const float* w0, const float* w1,
                                       const float* w2, const float* w3, float* grad_x, int64_t num_edges,

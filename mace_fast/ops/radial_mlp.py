@@ -6,6 +6,14 @@ linear layer. The kernel computes the chain up to the last activation, the "trun
 ``[E, n0] -> [E, hL]``, in one pass with the activations in shared memory; the last layer
 stays a cuBLAS GEMM (:func:`radial_mlp` does both).
 
+In float32 the last layer runs on bfloat16 tensor cores at float32 precision ("bf16x6"):
+the trunk kernel writes its output as three bfloat16 terms ``t = hi + mid + lo`` (exact to
+~2^-24), the weight is split the same way, and one bfloat16 GEMM with float32 accumulation
+sums the six products that matter (``hi W_hi, hi W_mid, mid W_hi, hi W_lo, lo W_hi,
+mid W_mid``). On an H100 ([1.46M, 64] x [64, 768]) that is 2.0 ms instead of 4.8 ms, with a
+relative error of 7e-7 against float64 (1.4e-7 for the float32 GEMM). Its backward (the
+gradient of ``t``) stays a float32 GEMM: reading the split gradient would cost as much.
+
 The backward kernel gives the gradient with respect to the input (what forces and stress
 need), recomputing the forward instead of storing it. The kernels give no weight
 gradients: when autograd wants them (training through this op), or wants a
@@ -23,6 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..nn.activations import ScaledActivation
+from ..nn.derived import derived
 from ..nn.radial import RadialMLP
 from .build import compile_shared, kernel_source, launch, load_shared
 from .build import pointer as _ptr
@@ -137,6 +146,9 @@ def _compile(widths: Tuple[int, ...], smem: Tuple[int, int], plan: Optional[str]
         forward = getattr(lib, f"radial_trunk_forward_{dtype}")
         forward.argtypes = [ptr] * 6 + [size, scale, ptr]
         forward.restype = ctypes.c_int
+        if dtype == "f32":
+            split = lib.radial_trunk_forward_split_f32
+            split.argtypes, split.restype = forward.argtypes, ctypes.c_int
         backward = getattr(lib, f"radial_trunk_backward_{dtype}")
         backward.argtypes = [ptr] * 7 + [size, scale, ptr]
         backward.restype = ctypes.c_int
@@ -291,6 +303,75 @@ def _backward(ctx, grad_out):
 _radial_trunk.register_autograd(_backward, setup_context=_setup)
 
 
+def split_bf16(w: torch.Tensor) -> torch.Tensor:
+    """``[K, N]`` float32 -> ``[6K, N]`` bfloat16 ``[W_hi; W_mid; W_hi; W_lo; W_hi; W_mid]``,
+    the weight side of the split last layer (``kernels/radial_mlp.cu``, store_split_tile)."""
+    hi = w.bfloat16()
+    rest = w - hi.float()
+    mid = rest.bfloat16()
+    lo = (rest - mid.float()).bfloat16()
+    return torch.cat([hi, mid, hi, lo, hi, mid], dim=0)
+
+
+@torch.library.custom_op("mace_fast::radial_mlp_split", mutates_args=())
+def _radial_mlp_split(
+    x: torch.Tensor, weights: List[torch.Tensor], last: torch.Tensor, last_split: torch.Tensor, act_scale: float,
+    key: str,
+) -> torch.Tensor:
+    _validate(x, weights, key)
+    hidden = weights[-1].shape[1]
+    split = x.new_empty(x.shape[0], 6 * hidden, dtype=torch.bfloat16)
+    if x.shape[0] > 0:
+        aligned = _aligned(weights)  # alive over the launch
+        launch(_LIBRARY[key], "radial_trunk_forward_split", x, _ptr(x), *_weight_ptrs(aligned), _ptr(split),
+               x.shape[0], float(act_scale))
+    return torch.mm(split, last_split, out_dtype=torch.float32)
+
+
+@_radial_mlp_split.register_fake
+def _(x, weights, last, last_split, act_scale, key):
+    return x.new_empty(x.shape[0], last.shape[1])
+
+
+def _setup_split(ctx, inputs, output):
+    x, weights, last, last_split, act_scale, key = inputs
+    ctx.save_for_backward(x, last, *weights)
+    ctx.act_scale, ctx.key = act_scale, key
+
+
+def _backward_split(ctx, grad_out):
+    x, last, *weights = ctx.saved_tensors
+    need_x, need_w, need_last = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+    if isinstance(need_w, bool):
+        need_w = [need_w] * len(weights)
+    wanted_w = [_wanted(n, w) for n, w in zip(need_w, weights)]
+    wanted_last = _wanted(need_last, last)
+    if torch.is_grad_enabled() or any(wanted_w) or wanted_last:
+        # Parameter gradients or a differentiable backward (training through this op):
+        # differentiate the float32 torch MLP instead. Correct, slow.
+        leaves = [t.detach().requires_grad_(True) for t in (x, last, *weights)]
+        with torch.enable_grad():
+            out = _torch_trunk(leaves[0], leaves[2:], ctx.act_scale) @ leaves[1]
+        wanted = [need_x, wanted_last, *wanted_w]
+        asked = [t for t, n in zip(leaves, wanted) if n]
+        grads = iter(torch.autograd.grad(out, asked, grad_out, create_graph=torch.is_grad_enabled()))
+        gx, glast, *gw = [next(grads) if n else None for n in wanted]
+        return gx, gw, glast, None, None, None
+    grad_x = None
+    if need_x:
+        grad_hidden = grad_out @ last.t()  # float32: the gradient of the split trunk output
+        grad_x = _radial_trunk_backward(grad_hidden, x, weights, ctx.act_scale, ctx.key)
+    return grad_x, [None] * len(weights), None, None, None, None
+
+
+_radial_mlp_split.register_autograd(_backward_split, setup_context=_setup_split)
+
+
+def split_last_layer_available() -> bool:
+    """Whether this torch has the bfloat16 -> float32 matrix product the split layer needs."""
+    return "dtype" in torch.ops.aten.mm.overloads()
+
+
 def radial_trunk(x: torch.Tensor, weights: Sequence[torch.Tensor], act_scale: float) -> torch.Tensor:
     """``x [E, n0] -> [E, hL]``: ``x = act_scale * silu(x @ (w / sqrt(fan_in)))`` for each ``w``.
 
@@ -309,11 +390,28 @@ def radial_trunk(x: torch.Tensor, weights: Sequence[torch.Tensor], act_scale: fl
     return _radial_trunk(x.contiguous(), weights, float(act_scale), key)
 
 
-def radial_mlp(mlp: RadialMLP, x: torch.Tensor) -> torch.Tensor:
-    """``mlp(x)`` with the trunk on the kernel and the last layer on cuBLAS: ``[E, n0] -> [E, out]``."""
+def radial_mlp(mlp: RadialMLP, x: torch.Tensor, split: Optional[bool] = None) -> torch.Tensor:
+    """``mlp(x)`` with the trunk on the kernel and the last layer on cuBLAS: ``[E, n0] -> [E, out]``.
+
+    ``split``: the float32 last layer as bf16x6 on tensor cores (module docstring); default:
+    for float32 inputs where torch has the product it needs.
+    """
     if not radial_mlp_supported(mlp):
         raise ValueError(f"radial_mlp: {mlp.sizes} with {mlp.act} is not supported by the kernel")
     layers = list(mlp.layers)
+    if split is None:
+        split = x.dtype == torch.float32 and split_last_layer_available()
+    if split:
+        if x.dtype != torch.float32:
+            raise ValueError(f"radial_mlp: the split last layer is for float32, got {x.dtype}")
+        _check_x(x)
+        widths = [x.shape[-1]] + [w.shape[-1] for w in layers[:-1]]
+        key = compile_trunk(widths, x.device)
+        last = mlp._scaled(len(layers) - 1).float()
+        raw = layers[-1]
+        last_split = derived(mlp, "last_split", [raw], lambda: split_bf16(last))
+        hidden_weights = [w.float().contiguous() for w in layers[:-1]]
+        return _radial_mlp_split(x.contiguous(), hidden_weights, last, last_split, float(mlp.act.scale), key)
     hidden = radial_trunk(x, layers[:-1], mlp.act.scale)
     # The same cached scaled weight as RadialMLP.forward uses (one kernel less per call).
     return hidden @ mlp._scaled(len(layers) - 1).to(hidden.dtype)

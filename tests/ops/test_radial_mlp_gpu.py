@@ -1,7 +1,8 @@
 """The radial-MLP trunk kernels against the torch RadialMLP (GPU only; skipped without CUDA).
 
 Whole MLPs (kernel trunk + torch last layer) and their input gradients: float64 to 1e-12,
-float32 no worse than twice the float32 torch reference's own error against float64.
+float32 no worse than twice the float32 torch reference's own error against float64; the
+float32 last layer split into bfloat16 terms (tensor cores) to float32-level error.
 Then weight gradients (torch fallback), double backward, bit-identical reruns, CUDA-graph
 capture and input validation. Fresh random inputs on every run.
 """
@@ -63,7 +64,7 @@ def test_matches_torch(arch, dtype, rng):
     for num_edges in NUM_EDGES:
         x = randn(rng, num_edges, sizes[0])
         g = randn(rng, num_edges, sizes[-1])
-        out, grad = value_and_input_grad(lambda t: radial_mlp(mlp, t), x.to(dtype), g.to(dtype))
+        out, grad = value_and_input_grad(lambda t: radial_mlp(mlp, t, split=False), x.to(dtype), g.to(dtype))
         assert out.dtype == dtype and out.shape == (num_edges, sizes[-1]) and grad.shape == x.shape
         if num_edges == 0:
             continue
@@ -99,6 +100,23 @@ def test_every_tiling(plan, rng):
                 for key in (forced, default)
             )
             assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), (dtype, num_edges, rel(a[0], b[0]))
+
+
+@pytest.mark.parametrize("arch", ["mp_medium", "wide", "four_hidden_ragged"])
+def test_split_last_layer(arch, rng):
+    """float32 last layer as bf16x6 on tensor cores: float32-level error, same input gradient."""
+    sizes = ARCHS[arch]
+    mlp64 = make_mlp(sizes, rng)
+    mlp = copy.deepcopy(mlp64).float()
+    x = randn(rng, 5003, sizes[0])
+    g = randn(rng, 5003, sizes[-1])
+    ref, ref_grad = value_and_input_grad(mlp64, x, g)
+    split, split_grad = value_and_input_grad(lambda t: radial_mlp(mlp, t, split=True), x.float(), g.float())
+    plain, plain_grad = value_and_input_grad(lambda t: radial_mlp(mlp, t, split=False), x.float(), g.float())
+    errors = (rel(split, ref), rel(plain, ref))
+    assert errors[0] < 2e-6 and errors[0] < 10 * errors[1] + 5e-7, errors
+    assert rel(split_grad, ref_grad) < 2 * rel(plain_grad, ref_grad) + 1e-7
+    assert rel(split_grad, plain_grad) < 1e-6
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
