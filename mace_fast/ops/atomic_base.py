@@ -86,6 +86,9 @@ def load_library(width: int, num_sh: int) -> ctypes.CDLL:
             fwd.argtypes, fwd.restype = [_P] * 6 + tail, ctypes.c_int
             bwd = getattr(lib, f"atomic_base_backward_{suffix}")
             bwd.argtypes, bwd.restype = [_P] * 8 + tail, ctypes.c_int
+            for name in ("to_channels", "from_channels"):
+                fn = getattr(lib, f"atomic_base_{name}_{suffix}")
+                fn.argtypes, fn.restype = [_P, _P, ctypes.c_int64, ctypes.c_int, _P], ctypes.c_int
         if (lib.atomic_base_width(), lib.atomic_base_num_sh()) != (width, num_sh):
             raise RuntimeError(f"internal: atomic_base library for {(width, num_sh)} reports other sizes")
         _LIBS[(width, num_sh)] = lib
@@ -146,6 +149,54 @@ def _backward(ctx, grad_base):
 
 
 _atomic_base.register_autograd(_backward, setup_context=_setup)
+
+
+@torch.library.custom_op("mace_fast::base_to_channels", mutates_args=())
+def _to_channels(x: torch.Tensor, width: int) -> torch.Tensor:
+    num_sh, num_nodes, channels = x.shape
+    out = x.new_empty(num_nodes, channels, num_sh)
+    if out.numel() > 0:
+        launch(load_library(width, num_sh), "atomic_base_to_channels", x, _ptr(x), _ptr(out), num_nodes, channels)
+    return out
+
+
+@_to_channels.register_fake
+def _(x, width):
+    return x.new_empty(x.shape[1], x.shape[2], x.shape[0])
+
+
+@torch.library.custom_op("mace_fast::base_from_channels", mutates_args=())
+def _from_channels(x: torch.Tensor, width: int) -> torch.Tensor:
+    num_nodes, channels, num_sh = x.shape
+    out = x.new_empty(num_sh, num_nodes, channels)
+    if out.numel() > 0:
+        launch(load_library(width, num_sh), "atomic_base_from_channels", x, _ptr(x), _ptr(out), num_nodes, channels)
+    return out
+
+
+@_from_channels.register_fake
+def _(x, width):
+    return x.new_empty(x.shape[2], x.shape[0], x.shape[1])
+
+
+def _to_channels_setup(ctx, inputs, output):
+    ctx.width = inputs[1]
+
+
+_to_channels.register_autograd(
+    lambda ctx, grad: (_from_channels(grad.contiguous(), ctx.width), None), setup_context=_to_channels_setup
+)
+_from_channels.register_autograd(
+    lambda ctx, grad: (_to_channels(grad.contiguous(), ctx.width), None), setup_context=_to_channels_setup
+)
+
+
+def to_channels(x: torch.Tensor, width: int) -> torch.Tensor:
+    """``[S, N, C] -> [N, C, S]`` (``x.permute(1, 2, 0)`` made contiguous) by the kernel of the
+    ``(width, S)`` library; differentiable. A torch copy costs several times more backwards."""
+    if not x.is_cuda:
+        return x.permute(1, 2, 0).contiguous()
+    return _to_channels(x.contiguous(), int(width))
 
 
 def atomic_base(
@@ -311,4 +362,4 @@ def first_message(
             out = out.index_copy(1, atoms, torch.bmm(base.index_select(1, atoms), tables[q]))
     if density is not None:
         out = out / (density + 1).reshape(1, num_nodes, 1)
-    return out.permute(1, 2, 0).contiguous()  # [N, C, S]: the per-channel layout
+    return to_channels(out, radial.shape[1])  # [N, C, S]: the per-channel layout
