@@ -24,36 +24,6 @@ namespace {
 
 constexpr int kMaxWarps = 32;
 
-__host__ __device__ constexpr int pow2_at_least(int s) { return s <= 1 ? 1 : 2 * pow2_at_least((s + 1) / 2); }
-__host__ __device__ constexpr int log2_of(int p) { return p <= 1 ? 0 : 1 + log2_of(p / 2); }
-
-// Sum of v[0..S) over the 32 lanes of a warp, scattered: the result is the total of component
-// m = lane >> (5 - log2(SP)) (SP: S rounded up to a power of two). Each halving step trades
-// half of the components with the partner lane, so 16 components cost 8 + 4 + 2 + 1 + 1
-// shuffles instead of 16 x 5 for separate reductions.
-template <typename T, int S>
-__device__ __forceinline__ T warp_reduce_scatter(const T (&v)[S], int lane) {
-  static_assert(S <= 32, "at most 32 components");
-  constexpr int SP = pow2_at_least(S), kHalvings = log2_of(SP);
-  T a[SP];
-#pragma unroll
-  for (int m = 0; m < SP; ++m) a[m] = m < S ? v[m] : T(0);
-#pragma unroll
-  for (int step = 0; step < kHalvings; ++step) {
-    const int half = SP >> (step + 1), offset = 16 >> step;
-    const bool upper = lane & offset;
-#pragma unroll
-    for (int i = 0; i < half; ++i) {
-      const T low = a[i], high = a[i + half];  // values first: selecting addresses would spill a[]
-      const T send = upper ? low : high;
-      a[i] = (upper ? high : low) + __shfl_xor_sync(0xffffffffu, send, offset);
-    }
-  }
-#pragma unroll
-  for (int offset = 16 >> kHalvings; offset > 0; offset >>= 1) a[0] += __shfl_xor_sync(0xffffffffu, a[0], offset);
-  return a[0];
-}
-
 template <typename scalar_t>
 __global__ void tp_forward_kernel(
     const scalar_t* __restrict__ h, const scalar_t* __restrict__ sh, const scalar_t* __restrict__ w,
@@ -114,22 +84,11 @@ __global__ void tp_backward_edges_kernel(
 @@GY_DECL@@
 @@BACKWARD_EDGE@@
     // Sum the spherical-harmonic gradient over channels: warp shuffles, then warps in order.
-    if (!active) {
 #pragma unroll
-      for (int m = 0; m < S; ++m) gy[m] = scalar_t(0);
-    }
-    if constexpr (sizeof(scalar_t) == 4) {
-      constexpr int kShift = 5 - log2_of(pow2_at_least(S));
-      const scalar_t total = warp_reduce_scatter<scalar_t, S>(gy, lane);
-      const int m = lane >> kShift;
-      if ((lane & ((1 << kShift) - 1)) == 0 && m < S) partial[buf][warp][m] = total;
-    } else {  // doubles: the scatter's selects put its array in local memory; reduce one by one
-#pragma unroll
-      for (int m = 0; m < S; ++m) {
-        scalar_t v = gy[m];
-        for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffff, v, off);
-        if (lane == 0) partial[buf][warp][m] = v;
-      }
+    for (int m = 0; m < S; ++m) {
+      scalar_t v = active ? gy[m] : scalar_t(0);
+      for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffff, v, off);
+      if (lane == 0) partial[buf][warp][m] = v;
     }
     __syncthreads();
     if (threadIdx.x < S) {
