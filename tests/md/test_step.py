@@ -137,12 +137,14 @@ def test_cuda_graph_step_matches_eager(np_rng, dtype):
     atoms = bulk("Si", "diamond", a=5.43) * (3, 3, 3)
     tol = 1e-10 if dtype == torch.float64 else 2e-4
     for i in range(8):
+        # Rattled first: in the perfect crystal the forces vanish by symmetry, and comparing
+        # rounding noise (which the summation order sets) to itself says nothing.
+        atoms.positions += np_rng.normal(0, 0.05 if i % 3 else 0.3, atoms.positions.shape)
         a = eager(atoms.positions, atoms.numbers, atoms.cell.array, atoms.pbc, True)
         b = graph(atoms.positions, atoms.numbers, atoms.cell.array, atoms.pbc, True)
         scale = np.abs(a.forces).max()
         assert np.abs(b.forces - a.forces).max() <= tol * scale
         assert abs(b.energy - a.energy) <= tol * abs(a.energy)
         np.testing.assert_allclose(b.stress, a.stress, rtol=0, atol=tol * np.abs(a.stress).max())
-        atoms.positions += np_rng.normal(0, 0.05 if i % 3 else 0.3, atoms.positions.shape)
     assert graph.num_builds >= 2
     assert graph.num_captures <= 2  # recaptured only when the edge count outgrew the capacity
