@@ -344,17 +344,26 @@ def _backward_split(ctx, grad_out):
     need_x, need_w, need_last = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
     if isinstance(need_w, bool):
         need_w = [need_w] * len(weights)
+    if torch.is_grad_enabled():
+        # create_graph (training on forces): differentiate the float32 torch MLP on the saved
+        # tensors themselves, so that the gradients stay differentiable. Correct, slow.
+        wanted = [need_x, need_last, *need_w]
+        asked = [t for t, n in zip([x, last, *weights], wanted) if n]
+        with torch.enable_grad():
+            out = _torch_trunk(x, weights, ctx.act_scale) @ last
+        grads = iter(torch.autograd.grad(out, asked, grad_out, create_graph=True, allow_unused=True))
+        gx, glast, *gw = [next(grads) if n else None for n in wanted]
+        return gx, gw, glast, None, None, None
     wanted_w = [_wanted(n, w) for n, w in zip(need_w, weights)]
     wanted_last = _wanted(need_last, last)
-    if torch.is_grad_enabled() or any(wanted_w) or wanted_last:
-        # Parameter gradients or a differentiable backward (training through this op):
-        # differentiate the float32 torch MLP instead. Correct, slow.
+    if any(wanted_w) or wanted_last:
+        # Parameter gradients: the kernels give none, so differentiate the torch MLP.
         leaves = [t.detach().requires_grad_(True) for t in (x, last, *weights)]
         with torch.enable_grad():
             out = _torch_trunk(leaves[0], leaves[2:], ctx.act_scale) @ leaves[1]
         wanted = [need_x, wanted_last, *wanted_w]
         asked = [t for t, n in zip(leaves, wanted) if n]
-        grads = iter(torch.autograd.grad(out, asked, grad_out, create_graph=torch.is_grad_enabled()))
+        grads = iter(torch.autograd.grad(out, asked, grad_out))
         gx, glast, *gw = [next(grads) if n else None for n in wanted]
         return gx, gw, glast, None, None, None
     grad_x = None

@@ -139,11 +139,12 @@ def test_weight_gradients(dtype, rng):
     assert max(errors) < tol, errors
 
 
-def test_double_backward(rng):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])  # float32: the split last layer
+def test_double_backward(dtype, rng):
     sizes = ARCHS["two_hidden"]
-    mlp = make_mlp(sizes, rng)
-    x = randn(rng, 100, sizes[0]).requires_grad_(True)
-    g, v = randn(rng, 100, sizes[-1]), randn(rng, 100, sizes[0])
+    mlp = make_mlp(sizes, rng, dtype)
+    x = randn(rng, 100, sizes[0], dtype=dtype).requires_grad_(True)
+    g, v = randn(rng, 100, sizes[-1], dtype=dtype), randn(rng, 100, sizes[0], dtype=dtype)
     params = list(mlp.parameters())
 
     def second(fn):
@@ -151,7 +152,7 @@ def test_double_backward(rng):
         return torch.autograd.grad((gx * v).sum(), [x, *params])
 
     errors = [rel(a, b) for a, b in zip(second(lambda t: radial_mlp(mlp, t)), second(mlp))]
-    assert max(errors) < 1e-12, errors
+    assert max(errors) < (1e-12 if dtype == torch.float64 else 1e-5), errors
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
