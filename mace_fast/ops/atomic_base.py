@@ -315,6 +315,35 @@ def _tables(block, element_feats: torch.Tensor, present: Sequence[int]) -> torch
     return torch.stack(tables)
 
 
+TABLES_KEPT = 16  # compositions whose tables a block keeps for inference (besides pinned ones)
+
+
+def _cached_tables(block, present: Tuple[int, ...], sources: Sequence[torch.Tensor], make) -> torch.Tensor:
+    """``make()`` through the derived-tensor cache, one entry per set of ``present`` elements.
+
+    A batch relaxation of many different structures meets many element sets; the tables
+    (up to tens of MB each) are kept for the ``TABLES_KEPT`` most recent ones, plus every set
+    a CUDA graph was captured with (the graph reads the cached tensor, so it must stay).
+    """
+    name = f"atomic_base_tables_{present}"
+    tables = derived(block, name, sources, make)
+    cache = block.__dict__.get("_derived_cache", {})
+    if name not in cache:  # not cached (gradients wanted): nothing to keep
+        return tables
+    order: List[str] = block.__dict__.setdefault("_tables_order", [])
+    pinned = block.__dict__.setdefault("_tables_pinned", set())
+    if name in order:
+        order.remove(name)
+    order.append(name)
+    if tables.is_cuda and torch.cuda.is_current_stream_capturing():
+        pinned.add(name)
+    while len(order) > TABLES_KEPT + len(pinned & set(order)):
+        victim = next(n for n in order if n not in pinned)
+        order.remove(victim)
+        cache.pop(victim, None)
+    return tables
+
+
 def first_message(
     block,
     element_feats: torch.Tensor,
@@ -352,8 +381,7 @@ def first_message(
         element_feats, layers[-1], *block.linear_up.weights, *block.linear.weights,
         *([] if block.residual else block.skip.weights),
     ]
-    tables = derived(block, f"atomic_base_tables_{present}", sources, lambda: _tables(block, element_feats, present))
-    tables = tables.to(base.dtype)
+    tables = _cached_tables(block, present, sources, lambda: _tables(block, element_feats, present)).to(base.dtype)
     if tables.shape[0] == 1:
         out = torch.bmm(base, tables[0])  # [S, N, C]
     else:  # receivers grouped by element, one product per group

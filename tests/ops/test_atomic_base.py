@@ -112,3 +112,34 @@ def test_too_many_elements_keep_the_general_path():
     feats, slot = model._by_element(element_groups(few), few)
     assert slot.tolist() == [0, 2, 2, 1] and slot.dtype == torch.int32
     assert torch.equal(feats, model.node_embedding.table()[[0, 1, 3]])
+
+
+def test_tables_kept_for_a_bounded_number_of_element_sets(rng, monkeypatch):
+    """Inference keeps one table per element set, for the most recent TABLES_KEPT sets only
+    (a screening of many compositions must not grow memory without bound)."""
+    import itertools
+
+    import mace_fast.ops.atomic_base as ab
+
+    monkeypatch.setattr(ab, "TABLES_KEPT", 3)
+    model = _model(int(torch.randint(1 << 30, (1,), generator=rng)), hidden_irreps="8x0e+8x1o", max_ell=2)
+    model.requires_grad_(False)
+    first = model.interactions[0]
+    graph = _graph(model, np.random.default_rng(0), ELEMENTS)
+    sh, feats, cutoff = _inputs(model, graph)
+    edge_index = graph[K.EDGE_INDEX]
+    csr = edge_csr(edge_index, graph[K.EDGE_PTR], graph[K.ELEMENT_INDEX].shape[0])
+    n = graph[K.ELEMENT_INDEX].shape[0]
+    subsets = [s for k in (1, 2, 3) for s in itertools.combinations(range(4), k)]  # 14 element sets
+    for subset in subsets + subsets[:2]:
+        element = torch.tensor(subset)[torch.arange(n) % len(subset)]
+        node_feats = model.node_embedding(element)
+        groups = element_groups(element)
+        with torch.no_grad():
+            want, _ = first(node_feats, element, sh, feats, edge_index, cutoff)
+            got, _ = first(node_feats, element, sh, feats, edge_index, cutoff, csr, groups, False,
+                           model._by_element(groups, element))
+        assert float((got - want).norm() / want.norm()) < 1e-12
+        kept = [name for name in first._derived_cache if name.startswith("atomic_base_tables_")]
+        assert len(kept) <= 3
+    assert f"atomic_base_tables_{subsets[1]}" in kept  # the most recent ones stay

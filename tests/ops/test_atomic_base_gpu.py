@@ -100,3 +100,41 @@ def test_rejects_bad_inputs(rng):
         atomic_base(radial, sh[:29], sender, edge_ptr, slot, 1)
     with pytest.raises(ValueError, match="num_slots"):
         atomic_base(radial, sh, sender, edge_ptr, slot, 9)
+
+
+def test_captured_tables_survive_other_compositions(rng, monkeypatch):
+    """A CUDA graph captured with one element set keeps reading its tables while eager calls
+    on other element sets push the cache past its bound."""
+    import numpy as np
+    from ase.build import bulk
+
+    import mace_fast.ops.atomic_base as ab
+    from mace_fast import MACE, ModelConfig
+    from mace_fast import keys as K
+    from mace_fast.data.graph import ElementTable, build_graph
+    from mace_fast.nn.linear import element_groups
+
+    monkeypatch.setattr(ab, "TABLES_KEPT", 1)
+    torch.manual_seed(int(torch.randint(1 << 30, (1,), generator=rng)))
+    numbers = [1, 6, 8, 14]
+    cfg = ModelConfig(atomic_numbers=numbers, atomic_energies=[0.0] * 4, r_max=4.5, hidden_irreps="8x0e+8x1o",
+                      radial_mlp=[16, 16], avg_num_neighbors=10.0)
+    model = MACE(cfg, backend="cuda").double().cuda().requires_grad_(False)
+
+    def graph_of(elements):
+        atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+        atoms.numbers = [elements[i % len(elements)] for i in range(len(atoms))]
+        atoms.positions += np.random.default_rng(0).normal(0, 0.1, atoms.positions.shape)
+        g = build_graph(atoms.positions, atoms.numbers, np.asarray(atoms.cell), atoms.pbc, 4.5,
+                        ElementTable(numbers), torch.float64)
+        return {k: v.cuda() for k, v in g.items()}
+
+    static = graph_of([14, 8])
+    groups = element_groups(static[K.ELEMENT_INDEX])
+    want = model(static, groups=groups)[K.FORCES].clone()
+    captured, forces = capture_cuda_graph(lambda: model(static, groups=groups)[K.FORCES])
+    for elements in ([1], [6, 1], [8], [6, 14, 1]):  # evict everything not pinned
+        model(graph_of(elements))
+    captured.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(forces, want)
