@@ -137,4 +137,5 @@ def test_captured_tables_survive_other_compositions(rng, monkeypatch):
         model(graph_of(elements))
     captured.replay()
     torch.cuda.synchronize()
-    assert torch.equal(forces, want)
+    # cuBLAS may pick other algorithms inside a capture: close, not necessarily equal bits
+    assert rel(forces, want) < 1e-12
