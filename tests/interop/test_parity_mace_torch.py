@@ -61,8 +61,9 @@ def test_energy_forces_stress_match(models, structure, dtype):
     """float64: within 1e-10 relative. float32: within 1e-5 relative; where a quantity nearly
     cancels (e.g. the forces in a tiny, almost symmetric cell) float32 round-off alone exceeds
     that, and the criterion is then the one for kernels: our float32 error against float64 no
-    more than twice mace-torch's own, as an RMS over five fresh structures (one draw of two
-    independent round-offs can differ by more than 2x by chance)."""
+    more than twice mace-torch's own, as an RMS over 15 fresh structures (the per-draw ratio
+    of two independent round-offs is heavy-tailed here: over 5 draws the RMS ratio exceeded
+    2 now and then by chance, while over 15 it stayed within 0.7-1.4 in 4 x 15 draws)."""
     name, ref, ours = models
     graph64 = graph_for(STRUCTURES[structure], ours, torch.float64)
     assert graph64[K.EDGE_INDEX].shape[1] > 0
@@ -76,7 +77,7 @@ def test_energy_forces_stress_match(models, structure, dtype):
     errors = {k: relative_error(got[k], expected[k]) for k in keys}
     failed = {k: e for k, e in errors.items() if e >= TOL[dtype]}
     if failed and dtype == torch.float32:
-        draws = [_float32_errors(ref, ours, ref32, ours32, STRUCTURES[structure], list(failed)) for _ in range(5)]
+        draws = [_float32_errors(ref, ours, ref32, ours32, STRUCTURES[structure], list(failed)) for _ in range(15)]
         rms = {k: [float(np.sqrt(np.mean([d[k][i] ** 2 for d in draws]))) for i in (0, 1)] for k in failed}
         failed = {k: (errors[k], r) for k, r in rms.items() if r[0] > 2 * r[1]}
     assert not failed, f"{name}/{structure}/{dtype}: {failed} (all: {errors})"
