@@ -134,18 +134,19 @@ class RadialMLP(nn.Module):
         )
         self.act = scaled_activation(activation, act_scale)
 
-    def _scaled(self, i: int) -> torch.Tensor:
+    def scaled_weight(self, i: int) -> torch.Tensor:
+        """Layer ``i``'s weight divided by ``sqrt(fan_in)`` (cached for inference)."""
         w = self.layers[i]
         return derived(self, f"w{i}", [w], lambda: w / math.sqrt(w.shape[0]))
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """The layers before the last, activations included: ``[E, sizes[0]] -> [E, sizes[-2]]``."""
         for i in range(len(self.layers) - 1):
-            x = self.act(x @ self._scaled(i))
+            x = self.act(x @ self.scaled_weight(i))
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.hidden(x) @ self._scaled(len(self.layers) - 1)
+        return self.hidden(x) @ self.scaled_weight(len(self.layers) - 1)
 
 
 class RadialEmbedding(nn.Module):

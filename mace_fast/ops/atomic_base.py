@@ -290,7 +290,7 @@ def _tables(block, element_feats: torch.Tensor, present: Sequence[int]) -> torch
     """
     tp = block.conv_tp
     h = block.linear_up(element_feats)  # [Zp, C]
-    w = block.radial_mlp._scaled(len(block.radial_mlp.layers) - 1)  # [K, P * C]
+    w = block.radial_mlp.scaled_weight(len(block.radial_mlp.layers) - 1)  # [K, P * C]
     offsets = [0]
     for p in tp.paths:
         offsets.append(offsets[-1] + p.mul)

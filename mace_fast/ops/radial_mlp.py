@@ -416,11 +416,11 @@ def radial_mlp(mlp: RadialMLP, x: torch.Tensor, split: Optional[bool] = None) ->
         _check_x(x)
         widths = [x.shape[-1]] + [w.shape[-1] for w in layers[:-1]]
         key = compile_trunk(widths, x.device)
-        last = mlp._scaled(len(layers) - 1).float()
+        last = mlp.scaled_weight(len(layers) - 1).float()
         raw = layers[-1]
         last_split = derived(mlp, "last_split", [raw], lambda: split_bf16(last))
         hidden_weights = [w.float().contiguous() for w in layers[:-1]]
         return _radial_mlp_split(x.contiguous(), hidden_weights, last, last_split, float(mlp.act.scale), key)
     hidden = radial_trunk(x, layers[:-1], mlp.act.scale)
     # The same cached scaled weight as RadialMLP.forward uses (one kernel less per call).
-    return hidden @ mlp._scaled(len(layers) - 1).to(hidden.dtype)
+    return hidden @ mlp.scaled_weight(len(layers) - 1).to(hidden.dtype)
