@@ -151,43 +151,34 @@ def _backward(ctx, grad_base):
 _atomic_base.register_autograd(_backward, setup_context=_setup)
 
 
-@torch.library.custom_op("mace_fast::base_to_channels", mutates_args=())
-def _to_channels(x: torch.Tensor, width: int) -> torch.Tensor:
-    num_sh, num_nodes, channels = x.shape
-    out = x.new_empty(num_nodes, channels, num_sh)
+@torch.library.custom_op("mace_fast::base_transpose", mutates_args=())
+def _transpose(x: torch.Tensor, width: int, to_channels: bool) -> torch.Tensor:
+    """``[S, N, C] -> [N, C, S]`` (``to_channels``) or back, by the ``(width, S)`` library."""
+    if to_channels:
+        num_sh, num_nodes, channels = x.shape
+        out = x.new_empty(num_nodes, channels, num_sh)
+    else:
+        num_nodes, channels, num_sh = x.shape
+        out = x.new_empty(num_sh, num_nodes, channels)
     if out.numel() > 0:
-        launch(load_library(width, num_sh), "atomic_base_to_channels", x, _ptr(x), _ptr(out), num_nodes, channels)
+        name = "atomic_base_to_channels" if to_channels else "atomic_base_from_channels"
+        launch(load_library(width, num_sh), name, x, _ptr(x), _ptr(out), num_nodes, channels)
     return out
 
 
-@_to_channels.register_fake
-def _(x, width):
-    return x.new_empty(x.shape[1], x.shape[2], x.shape[0])
+@_transpose.register_fake
+def _(x, width, to_channels):
+    order = (1, 2, 0) if to_channels else (2, 0, 1)
+    return x.new_empty(*(x.shape[i] for i in order))
 
 
-@torch.library.custom_op("mace_fast::base_from_channels", mutates_args=())
-def _from_channels(x: torch.Tensor, width: int) -> torch.Tensor:
-    num_nodes, channels, num_sh = x.shape
-    out = x.new_empty(num_sh, num_nodes, channels)
-    if out.numel() > 0:
-        launch(load_library(width, num_sh), "atomic_base_from_channels", x, _ptr(x), _ptr(out), num_nodes, channels)
-    return out
+def _transpose_setup(ctx, inputs, output):
+    ctx.width, ctx.to_channels = inputs[1], inputs[2]
 
 
-@_from_channels.register_fake
-def _(x, width):
-    return x.new_empty(x.shape[2], x.shape[0], x.shape[1])
-
-
-def _to_channels_setup(ctx, inputs, output):
-    ctx.width = inputs[1]
-
-
-_to_channels.register_autograd(
-    lambda ctx, grad: (_from_channels(grad.contiguous(), ctx.width), None), setup_context=_to_channels_setup
-)
-_from_channels.register_autograd(
-    lambda ctx, grad: (_to_channels(grad.contiguous(), ctx.width), None), setup_context=_to_channels_setup
+_transpose.register_autograd(
+    lambda ctx, grad: (_transpose(grad.contiguous(), ctx.width, not ctx.to_channels), None, None),
+    setup_context=_transpose_setup,
 )
 
 
@@ -196,7 +187,7 @@ def to_channels(x: torch.Tensor, width: int) -> torch.Tensor:
     ``(width, S)`` library; differentiable. A torch copy costs several times more backwards."""
     if not x.is_cuda:
         return x.permute(1, 2, 0).contiguous()
-    return _to_channels(x.contiguous(), int(width))
+    return _transpose(x.contiguous(), int(width), True)
 
 
 def atomic_base(
