@@ -100,6 +100,21 @@ __device__ void load_rows(T* tile, const T* __restrict__ in, int64_t row0, int r
   for (int i = threadIdx.x; i < rows * width; i += kRows) tile[(i / width) * stride + i % width] = src[i];
 }
 
+// The block's rows [row0, row0 + rows) of edges; thread t takes edge e = row0 + t if valid.
+struct BlockRows {
+  int64_t row0;
+  int rows, t;
+  bool valid;
+  int64_t e;
+};
+
+__device__ __forceinline__ BlockRows block_rows(int64_t num_edges) {
+  const int64_t row0 = int64_t(blockIdx.x) * kRows;
+  const int rows = int(num_edges - row0 < kRows ? num_edges - row0 : kRows);
+  const int t = threadIdx.x;
+  return BlockRows{row0, rows, t, t < rows, row0 + t};
+}
+
 // The edge's vector, its length and its direction as F.normalize gives it (eps = 1e-12).
 template <typename T>
 struct Edge {
@@ -119,11 +134,7 @@ __global__ void __launch_bounds__(kRows) edge_forward_kernel(
     int p, bool apply_cutoff) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* tile = reinterpret_cast<T*>(smem);
-  const int64_t row0 = (int64_t)blockIdx.x * kRows;
-  const int rows = (int)(num_edges - row0 < kRows ? num_edges - row0 : kRows);
-  const int t = threadIdx.x;
-  const bool valid = t < rows;
-  const int64_t e = row0 + t;
+  const auto [row0, rows, t, valid, e] = block_rows(num_edges);
   const Edge<T> edge(vectors, e, valid);
 
   T Y[S];
@@ -153,11 +164,7 @@ __global__ void __launch_bounds__(kRows) edge_backward_kernel(
     T* __restrict__ grad_vectors, int64_t num_edges, int nb, T r_max, int p, bool apply_cutoff) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* tile = reinterpret_cast<T*>(smem);
-  const int64_t row0 = (int64_t)blockIdx.x * kRows;
-  const int rows = (int)(num_edges - row0 < kRows ? num_edges - row0 : kRows);
-  const int t = threadIdx.x;
-  const bool valid = t < rows;
-  const int64_t e = row0 + t;
+  const auto [row0, rows, t, valid, e] = block_rows(num_edges);
   const Edge<T> edge(vectors, e, valid);
   T g[3] = {0, 0, 0};
 

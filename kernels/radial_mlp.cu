@@ -267,6 +267,22 @@ __device__ __forceinline__ void store_split_tile(const float* tile, int rows, __
   }
 }
 
+// The persistent grid's loop: for each of this block's tiles, the tile's rows of x are loaded
+// into act, then body(first edge, rows) runs; a barrier follows before the next tile.
+template <typename T, int TILE, typename Body>
+__device__ __forceinline__ void for_each_tile(const T* __restrict__ x, int64_t num_edges, T* act, Body&& body) {
+  constexpr int N0 = kWidth[0];
+  const int64_t num_tiles = (num_edges + TILE - 1) / TILE;
+  for (int64_t tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
+    const int64_t e0 = tile * TILE;
+    const int rows = int(num_edges - e0 < TILE ? num_edges - e0 : TILE);
+    load_tile<T, TILE, N0, round_up(N0, Shape<T>::kVec)>(x + e0 * N0, rows, act);
+    __syncthreads();
+    body(e0, rows);
+    __syncthreads();  // before the next tile overwrites act
+  }
+}
+
 // The layers' weights: copied into shared memory (resident) or left in global memory.
 template <typename T, bool RESIDENT>
 __device__ __forceinline__ void stage_weights(const Weights<T>& global, T* shared, const T* (&w)[kLayers]) {
@@ -289,18 +305,13 @@ __global__ void __launch_bounds__(kThreads)
     trunk_forward_kernel(const T* __restrict__ x, Weights<T> weights, void* __restrict__ out, int64_t num_edges,
                          T act_scale) {
   using Tl = Tiling<TILE>;
-  constexpr int LD = Shape<T>::kLd, N0 = kWidth[0], OUT = kWidth[kLayers];
+  constexpr int LD = Shape<T>::kLd, OUT = kWidth[kLayers];
   extern __shared__ __align__(16) unsigned char smem[];
   T* act = reinterpret_cast<T*>(smem);  // [TILE][LD]
   const T* w[kLayers];
   stage_weights<T, RESIDENT>(weights, act + TILE * LD, w);  // visible after the first barrier below
   const int rg = threadIdx.x % Tl::kRowGroups, cg = threadIdx.x / Tl::kRowGroups;
-  const int64_t num_tiles = (num_edges + TILE - 1) / TILE;
-  for (int64_t tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
-    const int64_t e0 = tile * TILE;
-    const int rows = int(num_edges - e0 < TILE ? num_edges - e0 : TILE);
-    load_tile<T, TILE, N0, round_up(N0, Shape<T>::kVec)>(x + e0 * N0, rows, act);
-    __syncthreads();
+  for_each_tile<T, TILE>(x, num_edges, act, [&](int64_t e0, int rows) {
     static_for<0, kLayers>([&](auto L) {
       constexpr int l = decltype(L)::value, K = kWidth[l], N = kWidth[l + 1], R = Tl::cols(N);
       const T c = T(kInvSqrtFanIn[l]);
@@ -321,8 +332,7 @@ __global__ void __launch_bounds__(kThreads)
     } else {
       store_tile<T, OUT>(act, rows, static_cast<T*>(out) + e0 * OUT);
     }
-    __syncthreads();  // before the next tile overwrites act
-  }
+  });
 }
 
 template <typename T, int TILE, bool RESIDENT>
@@ -339,12 +349,7 @@ __global__ void __launch_bounds__(kThreads)
   const T* w[kLayers];
   stage_weights<T, RESIDENT>(weights, act + kLayers * TILE * LD, w);
   const int rg = threadIdx.x % Tl::kRowGroups, cg = threadIdx.x / Tl::kRowGroups;
-  const int64_t num_tiles = (num_edges + TILE - 1) / TILE;
-  for (int64_t tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
-    const int64_t e0 = tile * TILE;
-    const int rows = int(num_edges - e0 < TILE ? num_edges - e0 : TILE);
-    load_tile<T, TILE, N0, round_up(N0, Shape<T>::kVec)>(x + e0 * N0, rows, act);
-    __syncthreads();
+  for_each_tile<T, TILE>(x, num_edges, act, [&](int64_t e0, int rows) {
     // Forward again, keeping only the activation derivatives.
     static_for<0, kLayers>([&](auto L) {
       constexpr int l = decltype(L)::value, K = kWidth[l], N = kWidth[l + 1], R = Tl::cols(N);
@@ -406,8 +411,7 @@ __global__ void __launch_bounds__(kThreads)
       __syncthreads();
     });
     store_tile<T, N0>(act, rows, grad_x + e0 * N0);
-    __syncthreads();
-  }
+  });
 }
 
 constexpr size_t weight_bytes(size_t itemsize) { return itemsize * weight_offset(kLayers); }
