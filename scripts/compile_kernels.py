@@ -26,6 +26,7 @@ from mace_fast.ops.build import cuda_arch_flags, kernels_dir  # noqa: E402
 from mace_fast.ops.codegen import channelwise_tp_source, symmetric_contraction_source  # noqa: E402
 from mace_fast.ops.edge_embedding import edge_embedding_source  # noqa: E402
 from mace_fast.ops.radial_mlp import trunk_source  # noqa: E402
+from mace_fast.ops.tensor_cores import trunk_tc_source  # noqa: E402
 
 ARCHS = {
     "mp_medium": dict(hidden_irreps="128x0e+128x1o", max_ell=3),
@@ -60,6 +61,9 @@ def main() -> int:
     # The radial-MLP trunk: the usual widths and the largest supported.
     trunks = [(8, 64, 64, 64), (32, 128, 128, 128, 128)]
     jobs.append({f"radial_trunk_{i}.cu": trunk_source(w) for i, w in enumerate(trunks)})
+    # ... and on the tensor cores (float32), also with ragged widths.
+    ragged = (7, 24, 8, 40, 16)
+    jobs.append({f"radial_trunk_tc_{i}.cu": trunk_tc_source(w) for i, w in enumerate([*trunks, ragged])})
     # The atomic base: MP-medium's (K, S) and an odd width with few harmonics.
     jobs.append({f"atomic_base_{k}_{s}.cu": atomic_base_source(k, s) for k, s in ((64, 16), (40, 4))})
     for sources in jobs:

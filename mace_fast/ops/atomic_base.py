@@ -357,7 +357,7 @@ def first_message(
     if block._radial_kernel:
         from .radial_mlp import radial_trunk
 
-        radial = radial_trunk(edge_feats, layers[:-1], mlp.act.scale)
+        radial = radial_trunk(edge_feats, layers[:-1], mlp.act.scale, owner=mlp)
     else:
         radial = mlp.hidden(edge_feats)
     if cutoff is not None:

@@ -21,7 +21,7 @@ import sys
 import threading
 from pathlib import Path
 from types import ModuleType
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 
@@ -88,9 +88,12 @@ def _nvcc() -> str:
     raise KernelBuildError("nvcc (the CUDA compiler) was not found; set CUDA_HOME or put nvcc on PATH")
 
 
-def compile_shared(prefix: str, source: str, header: str) -> Path:
-    """Compile generated CUDA ``source`` (including ``header``) into a cached shared library."""
-    digest = hashlib.sha1((source + kernel_source(header) + " ".join(cuda_arch_flags())).encode())
+def compile_shared(prefix: str, source: str, header: Union[str, Sequence[str]]) -> Path:
+    """Compile generated CUDA ``source`` (including ``header``, one name or several) into a
+    cached shared library; the headers' text is part of the cache key."""
+    headers = [header] if isinstance(header, str) else list(header)
+    text = source + "".join(kernel_source(h) for h in headers) + " ".join(cuda_arch_flags())
+    digest = hashlib.sha1(text.encode())
     lib = cache_dir() / f"{prefix}_{digest.hexdigest()[:16]}.so"
     if lib.is_file():
         return lib
@@ -111,7 +114,7 @@ def compile_shared(prefix: str, source: str, header: str) -> Path:
 _SHARED: Dict[Path, ctypes.CDLL] = {}
 
 
-def load_shared(prefix: str, source: str, header: str) -> ctypes.CDLL:
+def load_shared(prefix: str, source: str, header: Union[str, Sequence[str]]) -> ctypes.CDLL:
     """Compile (or find cached) ``source`` and open it for calls through ``ctypes``.
 
     For kernels with a small, fixed C interface (pointers, sizes, a stream): they need

@@ -35,6 +35,7 @@ from ..nn.derived import derived
 from ..nn.radial import RadialMLP
 from .build import compile_shared, kernel_source, launch, load_shared
 from .build import pointer as _ptr
+from .tensor_cores import compile_trunk_tc, tensor_cores_available, trunk_operands
 
 __all__ = ["radial_mlp_supported", "compile_trunk", "trunk_source", "radial_trunk", "radial_mlp"]
 
@@ -201,31 +202,73 @@ def _weight_ptrs(weights: Sequence[torch.Tensor]) -> List[ctypes.c_void_p]:
     return [_ptr(w) for w in weights] + [ctypes.c_void_p(None)] * (MAX_HIDDEN_LAYERS - len(weights))
 
 
-@torch.library.custom_op("mace_fast::radial_trunk", mutates_args=())
-def _radial_trunk(x: torch.Tensor, weights: List[torch.Tensor], act_scale: float, key: str) -> torch.Tensor:
-    _validate(x, weights, key)
-    out = x.new_empty(x.shape[0], weights[-1].shape[1])
+def _check_operands(x: torch.Tensor, operands: Sequence[torch.Tensor], count: int) -> None:
+    if len(operands) not in (0, count):
+        raise ValueError(f"radial_trunk: {len(operands)} tensor-core operands, expected 0 or {count}")
+    for t in operands:
+        if t.dtype != torch.float32 or x.dtype != torch.float32 or t.device != x.device or not t.is_contiguous():
+            raise ValueError("radial_trunk: tensor-core operands are contiguous float32 on x's device, for float32 x")
+
+
+def _launch_forward(x: torch.Tensor, weights: Sequence[torch.Tensor], operands: Sequence[torch.Tensor], out,
+                    act_scale: float, key: str, split: bool) -> None:
+    """The trunk forward into ``out`` (float32/float64, or the split bfloat16 layout)."""
     if x.shape[0] == 0:
-        return out
+        return
+    if operands:  # float32 on the tensor cores
+        lib = compile_trunk_tc(_WIDTHS[key])
+        code = lib.radial_trunk_tc_forward_f32(_ptr(x), _ptr(operands[0]), _ptr(out), int(split), x.shape[0],
+                                               float(act_scale), _stream(x))
+        _raise(code, "radial_trunk_tc_forward")
+        return
     aligned = _aligned(weights)  # alive over the launch
-    launch(_LIBRARY[key], "radial_trunk_forward", x, _ptr(x), *_weight_ptrs(aligned), _ptr(out), x.shape[0],
-           float(act_scale))
+    name = "radial_trunk_forward_split" if split else "radial_trunk_forward"
+    launch(_LIBRARY[key], name, x, _ptr(x), *_weight_ptrs(aligned), _ptr(out), x.shape[0], float(act_scale))
+
+
+def _stream(x: torch.Tensor) -> ctypes.c_void_p:
+    return ctypes.c_void_p(torch.cuda.current_stream(x.device).cuda_stream)
+
+
+def _raise(code: int, name: str) -> None:
+    if code != 0:
+        raise RuntimeError(f"mace_fast kernel {name} failed: CUDA error {code}")
+
+
+@torch.library.custom_op("mace_fast::radial_trunk", mutates_args=())
+def _radial_trunk(
+    x: torch.Tensor, weights: List[torch.Tensor], act_scale: float, key: str, operands: List[torch.Tensor]
+) -> torch.Tensor:
+    _validate(x, weights, key)
+    _check_operands(x, operands, 2)
+    out = x.new_empty(x.shape[0], weights[-1].shape[1])
+    with torch.cuda.device(x.device):
+        _launch_forward(x, weights, operands, out, act_scale, key, split=False)
     return out
 
 
 @_radial_trunk.register_fake
-def _(x, weights, act_scale, key):
+def _(x, weights, act_scale, key, operands):
     return x.new_empty(x.shape[0], weights[-1].shape[1])
 
 
 @torch.library.custom_op("mace_fast::radial_trunk_backward", mutates_args=())
 def _radial_trunk_backward(
-    grad_out: torch.Tensor, x: torch.Tensor, weights: List[torch.Tensor], act_scale: float, key: str
+    grad_out: torch.Tensor, x: torch.Tensor, weights: List[torch.Tensor], act_scale: float, key: str,
+    operands: List[torch.Tensor],
 ) -> torch.Tensor:
     _validate(x, weights, key)
     _check("grad_out", grad_out, x, (x.shape[0], weights[-1].shape[1]))
+    _check_operands(x, operands, 2)
     grad_x = torch.empty_like(x)
     if x.shape[0] == 0:
+        return grad_x
+    if operands:  # float32 on the tensor cores
+        lib = compile_trunk_tc(_WIDTHS[key])
+        with torch.cuda.device(x.device):
+            code = lib.radial_trunk_tc_backward_f32(_ptr(grad_out), _ptr(x), _ptr(operands[0]), _ptr(operands[1]),
+                                                    _ptr(grad_x), x.shape[0], float(act_scale), _stream(x))
+        _raise(code, "radial_trunk_tc_backward")
         return grad_x
     aligned = _aligned(weights)  # alive over the launch
     launch(_LIBRARY[key], "radial_trunk_backward", x, _ptr(grad_out), _ptr(x), *_weight_ptrs(aligned),
@@ -234,7 +277,7 @@ def _radial_trunk_backward(
 
 
 @_radial_trunk_backward.register_fake
-def _(grad_out, x, weights, act_scale, key):
+def _(grad_out, x, weights, act_scale, key, operands):
     return torch.empty_like(x)
 
 
@@ -264,13 +307,14 @@ def _wanted(needs: bool, t: torch.Tensor) -> bool:
 
 
 def _setup(ctx, inputs, output):
-    x, weights, act_scale, key = inputs
-    ctx.save_for_backward(x, *weights)
-    ctx.act_scale, ctx.key = act_scale, key
+    x, weights, act_scale, key, operands = inputs
+    ctx.save_for_backward(x, *operands, *weights)
+    ctx.act_scale, ctx.key, ctx.num_operands = act_scale, key, len(operands)
 
 
 def _backward(ctx, grad_out):
-    x, *weights = ctx.saved_tensors
+    x, *rest = ctx.saved_tensors
+    operands, weights = rest[: ctx.num_operands], rest[ctx.num_operands:]
     need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     if isinstance(need_w, bool):
         need_w = [need_w] * len(weights)
@@ -282,10 +326,10 @@ def _backward(ctx, grad_out):
             trunk = _torch_trunk(x, weights, ctx.act_scale)
         grads = iter(torch.autograd.grad(trunk, inputs, grad_out, create_graph=True, allow_unused=True))
         grad_x = next(grads) if need_x else None
-        return grad_x, [next(grads) if n else None for n in need_w], None, None
+        return grad_x, [next(grads) if n else None for n in need_w], None, None, [None] * ctx.num_operands
     grad_x = None
     if need_x:
-        grad_x = _radial_trunk_backward(grad_out.contiguous(), x, weights, ctx.act_scale, ctx.key)
+        grad_x = _radial_trunk_backward(grad_out.contiguous(), x, weights, ctx.act_scale, ctx.key, operands)
     wanted = [_wanted(n, w) for n, w in zip(need_w, weights)]
     grad_w: List = [None] * len(weights)
     if any(wanted):
@@ -297,7 +341,7 @@ def _backward(ctx, grad_out):
         asked = [w for w, n in zip(leaves, wanted) if n]
         grads = iter(torch.autograd.grad(trunk, asked, grad_out))
         grad_w = [next(grads) if n else None for n in wanted]
-    return grad_x, grad_w, None, None
+    return grad_x, grad_w, None, None, [None] * ctx.num_operands
 
 
 _radial_trunk.register_autograd(_backward, setup_context=_setup)
@@ -316,31 +360,31 @@ def split_bf16(w: torch.Tensor) -> torch.Tensor:
 @torch.library.custom_op("mace_fast::radial_mlp_split", mutates_args=())
 def _radial_mlp_split(
     x: torch.Tensor, weights: List[torch.Tensor], last: torch.Tensor, last_split: torch.Tensor, act_scale: float,
-    key: str,
+    key: str, operands: List[torch.Tensor],
 ) -> torch.Tensor:
     _validate(x, weights, key)
+    _check_operands(x, operands, 2)
     hidden = weights[-1].shape[1]
     split = x.new_empty(x.shape[0], 6 * hidden, dtype=torch.bfloat16)
-    if x.shape[0] > 0:
-        aligned = _aligned(weights)  # alive over the launch
-        launch(_LIBRARY[key], "radial_trunk_forward_split", x, _ptr(x), *_weight_ptrs(aligned), _ptr(split),
-               x.shape[0], float(act_scale))
+    with torch.cuda.device(x.device):
+        _launch_forward(x, weights, operands, split, act_scale, key, split=True)
     return torch.mm(split, last_split, out_dtype=torch.float32)
 
 
 @_radial_mlp_split.register_fake
-def _(x, weights, last, last_split, act_scale, key):
+def _(x, weights, last, last_split, act_scale, key, operands):
     return x.new_empty(x.shape[0], last.shape[1])
 
 
 def _setup_split(ctx, inputs, output):
-    x, weights, last, last_split, act_scale, key = inputs
-    ctx.save_for_backward(x, last, *weights)
-    ctx.act_scale, ctx.key = act_scale, key
+    x, weights, last, last_split, act_scale, key, operands = inputs
+    ctx.save_for_backward(x, last, *operands, *weights)
+    ctx.act_scale, ctx.key, ctx.num_operands = act_scale, key, len(operands)
 
 
 def _backward_split(ctx, grad_out):
-    x, last, *weights = ctx.saved_tensors
+    x, last, *rest = ctx.saved_tensors
+    operands, weights = rest[: ctx.num_operands], rest[ctx.num_operands:]
     need_x, need_w, need_last = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
     if isinstance(need_w, bool):
         need_w = [need_w] * len(weights)
@@ -353,7 +397,7 @@ def _backward_split(ctx, grad_out):
             out = _torch_trunk(x, weights, ctx.act_scale) @ last
         grads = iter(torch.autograd.grad(out, asked, grad_out, create_graph=True, allow_unused=True))
         gx, glast, *gw = [next(grads) if n else None for n in wanted]
-        return gx, gw, glast, None, None, None
+        return gx, gw, glast, None, None, None, [None] * ctx.num_operands
     wanted_w = [_wanted(n, w) for n, w in zip(need_w, weights)]
     wanted_last = _wanted(need_last, last)
     if any(wanted_w) or wanted_last:
@@ -365,12 +409,12 @@ def _backward_split(ctx, grad_out):
         asked = [t for t, n in zip(leaves, wanted) if n]
         grads = iter(torch.autograd.grad(out, asked, grad_out))
         gx, glast, *gw = [next(grads) if n else None for n in wanted]
-        return gx, gw, glast, None, None, None
+        return gx, gw, glast, None, None, None, [None] * ctx.num_operands
     grad_x = None
     if need_x:
         grad_hidden = grad_out @ last.t()  # float32: the gradient of the split trunk output
-        grad_x = _radial_trunk_backward(grad_hidden, x, weights, ctx.act_scale, ctx.key)
-    return grad_x, [None] * len(weights), None, None, None, None
+        grad_x = _radial_trunk_backward(grad_hidden, x, weights, ctx.act_scale, ctx.key, list(operands))
+    return grad_x, [None] * len(weights), None, None, None, None, [None] * ctx.num_operands
 
 
 _radial_mlp_split.register_autograd(_backward_split, setup_context=_setup_split)
@@ -381,10 +425,31 @@ def split_last_layer_available() -> bool:
     return "dtype" in torch.ops.aten.mm.overloads()
 
 
-def radial_trunk(x: torch.Tensor, weights: Sequence[torch.Tensor], act_scale: float) -> torch.Tensor:
+def _use_tensor_cores(x: torch.Tensor, tensor_cores: Optional[bool]) -> bool:
+    if tensor_cores is None:
+        return x.dtype == torch.float32 and tensor_cores_available(x.device)
+    if tensor_cores and x.dtype != torch.float32:
+        raise ValueError(f"radial_mlp: the tensor-core kernels are for float32, got {x.dtype}")
+    return tensor_cores
+
+
+def _trunk_operands(weights: Sequence[torch.Tensor], owner: Optional[torch.nn.Module]) -> List[torch.Tensor]:
+    """``[W_l operands, W_l^T operands]`` (tensor_cores.trunk_operands), cached on ``owner``."""
+    make = lambda: torch.stack(trunk_operands(weights))  # noqa: E731  (two halves of one size)
+    both = make() if owner is None else derived(owner, "trunk_tc", list(weights), make)
+    return [both[0], both[1]]
+
+
+def radial_trunk(
+    x: torch.Tensor, weights: Sequence[torch.Tensor], act_scale: float, tensor_cores: Optional[bool] = None,
+    owner: Optional[torch.nn.Module] = None,
+) -> torch.Tensor:
     """``x [E, n0] -> [E, hL]``: ``x = act_scale * silu(x @ (w / sqrt(fan_in)))`` for each ``w``.
 
     ``weights``: the hidden layers' ``[fan_in, fan_out]`` matrices (cast to ``x``'s dtype).
+    ``tensor_cores``: float32 on the tensor cores at float32 accuracy (3xTF32,
+    ``kernels/tf32x3.cuh``); default: for float32 on devices that have them. ``owner``: a
+    module to cache the prepared weight operands on (else they are prepared per call).
     """
     widths = [x.shape[-1]] + [w.shape[-1] for w in weights]
     if x.dim() != 2 or any(w.dim() != 2 or w.shape[0] != k for w, k in zip(weights, widths)):
@@ -396,14 +461,18 @@ def radial_trunk(x: torch.Tensor, weights: Sequence[torch.Tensor], act_scale: fl
     _check_x(x)
     key = compile_trunk(widths, x.device)
     weights = [w.to(x.dtype).contiguous() for w in weights]
-    return _radial_trunk(x.contiguous(), weights, float(act_scale), key)
+    operands = _trunk_operands(weights, owner) if _use_tensor_cores(x, tensor_cores) else []
+    return _radial_trunk(x.contiguous(), weights, float(act_scale), key, operands)
 
 
-def radial_mlp(mlp: RadialMLP, x: torch.Tensor, split: Optional[bool] = None) -> torch.Tensor:
+def radial_mlp(
+    mlp: RadialMLP, x: torch.Tensor, split: Optional[bool] = None, tensor_cores: Optional[bool] = None
+) -> torch.Tensor:
     """``mlp(x)`` with the trunk on the kernel and the last layer on cuBLAS: ``[E, n0] -> [E, out]``.
 
     ``split``: the float32 last layer as bf16x6 on tensor cores (module docstring); default:
-    for float32 inputs where torch has the product it needs.
+    for float32 inputs where torch has the product it needs. ``tensor_cores``: the float32
+    trunk as 3xTF32 (see :func:`radial_trunk`).
     """
     if not radial_mlp_supported(mlp):
         raise ValueError(f"radial_mlp: {mlp.sizes} with {mlp.act} is not supported by the kernel")
@@ -420,7 +489,8 @@ def radial_mlp(mlp: RadialMLP, x: torch.Tensor, split: Optional[bool] = None) ->
         raw = layers[-1]
         last_split = derived(mlp, "last_split", [raw], lambda: split_bf16(last))
         hidden_weights = [w.float().contiguous() for w in layers[:-1]]
-        return _radial_mlp_split(x.contiguous(), hidden_weights, last, last_split, float(mlp.act.scale), key)
-    hidden = radial_trunk(x, layers[:-1], mlp.act.scale)
+        operands = _trunk_operands(hidden_weights, mlp) if _use_tensor_cores(x, tensor_cores) else []
+        return _radial_mlp_split(x.contiguous(), hidden_weights, last, last_split, float(mlp.act.scale), key, operands)
+    hidden = radial_trunk(x, layers[:-1], mlp.act.scale, tensor_cores, owner=mlp)
     # The same cached scaled weight as RadialMLP.forward uses (one kernel less per call).
     return hidden @ mlp.scaled_weight(len(layers) - 1).to(hidden.dtype)

@@ -1,8 +1,9 @@
 """The radial-MLP trunk kernels against the torch RadialMLP (GPU only; skipped without CUDA).
 
 Whole MLPs (kernel trunk + torch last layer) and their input gradients: float64 to 1e-12,
-float32 no worse than twice the float32 torch reference's own error against float64; the
-float32 last layer split into bfloat16 terms (tensor cores) to float32-level error.
+float32 no worse than twice the float32 torch reference's own error against float64, on
+the float32 units and on the tensor cores (3xTF32); the float32 last layer split into
+bfloat16 terms (tensor cores) to float32-level error.
 Then weight gradients (torch fallback), double backward, bit-identical reruns, CUDA-graph
 capture and input validation. Fresh random inputs on every run.
 """
@@ -54,9 +55,17 @@ def value_and_input_grad(fn, x, g):
     return out.detach(), grad
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+KERNELS = {  # dtype, tensor cores
+    "float64": (torch.float64, False),
+    "float32": (torch.float32, False),
+    "float32_tc": (torch.float32, True),
+}
+
+
+@pytest.mark.parametrize("kernel", sorted(KERNELS))
 @pytest.mark.parametrize("arch", sorted(ARCHS))
-def test_matches_torch(arch, dtype, rng):
+def test_matches_torch(arch, kernel, rng):
+    dtype, tensor_cores = KERNELS[kernel]
     sizes = ARCHS[arch]
     mlp64 = make_mlp(sizes, rng)
     mlp = copy.deepcopy(mlp64).to(dtype)
@@ -64,7 +73,9 @@ def test_matches_torch(arch, dtype, rng):
     for num_edges in NUM_EDGES:
         x = randn(rng, num_edges, sizes[0])
         g = randn(rng, num_edges, sizes[-1])
-        out, grad = value_and_input_grad(lambda t: radial_mlp(mlp, t, split=False), x.to(dtype), g.to(dtype))
+        out, grad = value_and_input_grad(
+            lambda t: radial_mlp(mlp, t, split=False, tensor_cores=tensor_cores), x.to(dtype), g.to(dtype)
+        )
         assert out.dtype == dtype and out.shape == (num_edges, sizes[-1]) and grad.shape == x.shape
         if num_edges == 0:
             continue
@@ -96,23 +107,29 @@ def test_every_tiling(plan, rng):
         for num_edges in (1, 77, 5003):
             x, g = randn(rng, num_edges, sizes[0], dtype=dtype), randn(rng, num_edges, sizes[-2], dtype=dtype)
             a, b = (
-                value_and_input_grad(lambda t: torch.ops.mace_fast.radial_trunk(t, weights, mlp.act.scale, key), x, g)
+                value_and_input_grad(lambda t: torch.ops.mace_fast.radial_trunk(t, weights, mlp.act.scale, key, []), x, g)
                 for key in (forced, default)
             )
             assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), (dtype, num_edges, rel(a[0], b[0]))
 
 
+@pytest.mark.parametrize("tensor_cores", [False, True])
 @pytest.mark.parametrize("arch", ["mp_medium", "wide", "four_hidden_ragged"])
-def test_split_last_layer(arch, rng):
-    """float32 last layer as bf16x6 on tensor cores: float32-level error, same input gradient."""
+def test_split_last_layer(arch, tensor_cores, rng):
+    """float32 last layer as bf16x6 on tensor cores: float32-level error, same input gradient
+    (with ``tensor_cores``, the trunk and the last layer's backward in 3xTF32 as well)."""
     sizes = ARCHS[arch]
     mlp64 = make_mlp(sizes, rng)
     mlp = copy.deepcopy(mlp64).float()
     x = randn(rng, 5003, sizes[0])
     g = randn(rng, 5003, sizes[-1])
     ref, ref_grad = value_and_input_grad(mlp64, x, g)
-    split, split_grad = value_and_input_grad(lambda t: radial_mlp(mlp, t, split=True), x.float(), g.float())
-    plain, plain_grad = value_and_input_grad(lambda t: radial_mlp(mlp, t, split=False), x.float(), g.float())
+    split, split_grad = value_and_input_grad(
+        lambda t: radial_mlp(mlp, t, split=True, tensor_cores=tensor_cores), x.float(), g.float()
+    )
+    plain, plain_grad = value_and_input_grad(
+        lambda t: radial_mlp(mlp, t, split=False, tensor_cores=False), x.float(), g.float()
+    )
     errors = (rel(split, ref), rel(plain, ref))
     assert errors[0] < 2e-6 and errors[0] < 10 * errors[1] + 5e-7, errors
     assert rel(split_grad, ref_grad) < 2 * rel(plain_grad, ref_grad) + 1e-7
@@ -201,7 +218,9 @@ def test_validation(rng):
 
     key = compile_trunk([8, 32, 32], "cuda")
     with pytest.raises(ValueError, match="contiguous"):
-        torch.ops.mace_fast.radial_trunk(randn(rng, 8, 4).t(), weights, 1.0, key)
+        torch.ops.mace_fast.radial_trunk(randn(rng, 8, 4).t(), weights, 1.0, key, [])
+    with pytest.raises(ValueError, match="float32"):
+        radial_trunk(randn(rng, 4, 8), weights, 1.0, tensor_cores=True)
     assert not radial_mlp_supported(RadialMLP([8, 32, 32, 16], activation="tanh"))
     assert not radial_mlp_supported(RadialMLP([8, 12, 16]))  # width not a multiple of 8
     assert not radial_mlp_supported(RadialMLP([8, 136, 16]))  # too wide
