@@ -20,10 +20,25 @@ __all__ = ["derived"]
 _Key = Tuple[Tuple[int, int, torch.dtype], ...]
 
 
-def derived(owner: nn.Module, name: str, sources: Sequence[torch.Tensor], make: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """``make()``, reused from ``owner``'s cache under ``name`` while ``sources`` are unchanged."""
+def derived(
+    owner: nn.Module, name: str, sources: Sequence[torch.Tensor], make: Callable[[], torch.Tensor],
+    differentiable: bool = True,
+) -> torch.Tensor:
+    """``make()``, reused from ``owner``'s cache under ``name`` while ``sources`` are unchanged.
+
+    ``differentiable=False``: no gradient ever flows through the result (e.g. a kernel's
+    prepared copy of a weight whose gradient the op takes from the weight itself), so it is
+    computed without autograd and cached even while the sources require grad.
+    """
+    if not differentiable:
+        with torch.no_grad():
+            return _cached(owner, name, sources, make)
     if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
         return make()
+    return _cached(owner, name, sources, make)
+
+
+def _cached(owner: nn.Module, name: str, sources: Sequence[torch.Tensor], make: Callable[[], torch.Tensor]) -> torch.Tensor:
     key: _Key = tuple((t.data_ptr(), t._version, t.dtype) for t in sources)
     cache = owner.__dict__.setdefault("_derived_cache", {})
     hit = cache.get(name)

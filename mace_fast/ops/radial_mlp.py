@@ -436,7 +436,11 @@ def _use_tensor_cores(x: torch.Tensor, tensor_cores: Optional[bool]) -> bool:
 def _trunk_operands(weights: Sequence[torch.Tensor], owner: Optional[torch.nn.Module]) -> List[torch.Tensor]:
     """``[W_l operands, W_l^T operands]`` (tensor_cores.trunk_operands), cached on ``owner``."""
     make = lambda: torch.stack(trunk_operands(weights))  # noqa: E731  (two halves of one size)
-    both = make() if owner is None else derived(owner, "trunk_tc", list(weights), make)
+    if owner is None:
+        with torch.no_grad():
+            both = make()
+    else:
+        both = derived(owner, "trunk_tc", list(weights), make, differentiable=False)
     return [both[0], both[1]]
 
 
@@ -487,7 +491,8 @@ def radial_mlp(
         key = compile_trunk(widths, x.device)
         last = mlp.scaled_weight(len(layers) - 1).float()
         raw = layers[-1]
-        last_split = derived(mlp, "last_split", [raw], lambda: split_bf16(last))
+        # Not differentiable: the op's backward takes the gradient through ``last``.
+        last_split = derived(mlp, "last_split", [raw], lambda: split_bf16(last), differentiable=False)
         hidden_weights = [w.float().contiguous() for w in layers[:-1]]
         operands = _trunk_operands(hidden_weights, mlp) if _use_tensor_cores(x, tensor_cores) else []
         return _radial_mlp_split(x.contiguous(), hidden_weights, last, last_split, float(mlp.act.scale), key, operands)
