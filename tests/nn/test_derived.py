@@ -39,3 +39,23 @@ def test_recomputed_with_gradients_so_training_sees_them(rng):
     assert grad is not None
     torch.testing.assert_close(grad, (x.sum(0) / math.sqrt(6)).unsqueeze(1).expand(6, 3))
     assert "_derived_cache" not in layer.__dict__ or "w0" not in layer._derived_cache
+
+
+def test_non_differentiable_copies_cached_while_weights_train(rng):
+    owner = torch.nn.Linear(3, 2)  # parameters require grad, as in training
+    w = owner.weight
+    calls = []
+
+    def make():
+        calls.append(1)
+        return w * 3.0
+
+    from mace_fast.nn.derived import derived
+
+    first = derived(owner, "copy", [w], make, differentiable=False)
+    assert first.grad_fn is None and not first.requires_grad  # no autograd through it
+    assert derived(owner, "copy", [w], make, differentiable=False) is first and len(calls) == 1
+    with torch.no_grad():  # an optimiser step
+        w.add_(torch.randn(w.shape, generator=rng))
+    refreshed = derived(owner, "copy", [w], make, differentiable=False)
+    assert len(calls) == 2 and torch.equal(refreshed, w.detach() * 3.0)
