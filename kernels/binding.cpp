@@ -99,12 +99,20 @@ torch::Tensor forward(int64_t id, torch::Tensor h, torch::Tensor sh, torch::Tens
 std::vector<torch::Tensor> backward(int64_t id, torch::Tensor grad_out, torch::Tensor h, torch::Tensor sh,
                                     torch::Tensor w, torch::Tensor sender, torch::Tensor receiver,
                                     torch::Tensor edge_ptr, torch::Tensor sender_perm, torch::Tensor sender_ptr,
-                                    int64_t C, bool grad_into_w) {
+                                    int64_t C, bool grad_into_w, c10::optional<torch::Tensor> symmetric) {
   const Library& lib = library(id);
   const auto t = h.scalar_type();
   check(grad_out, "grad_out", 2, t); check(h, "h", 2, t); check(sh, "sh", 2, t); check(w, "w", 2, t);
   check(receiver, "receiver", 1, torch::kLong); check(sender_perm, "sender_perm", 1, torch::kLong);
   check(sender_ptr, "sender_ptr", 1, torch::kLong);
+  // symmetric: a device flag [1] int32, nonzero when every edge has its reverse (then one
+  // receiver-major pass gives all gradients); computed on the device, read by the kernels.
+  const int* sym = nullptr;
+  if (symmetric.has_value() && symmetric->defined()) {
+    check(*symmetric, "symmetric", 1, torch::kInt);
+    TORCH_CHECK(symmetric->numel() == 1, "tp_aggregate backward: symmetric must be one flag");
+    sym = symmetric->data_ptr<int>();
+  }
   TORCH_CHECK(grad_out.size(1) == lib.dims.f_mid, "tp_aggregate backward: gradient has the wrong width");
   const c10::cuda::CUDAGuard guard(h.device());
   auto stream = c10::cuda::getCurrentCUDAStream().stream();
@@ -117,12 +125,12 @@ std::vector<torch::Tensor> backward(int64_t id, torch::Tensor grad_out, torch::T
   if (t == torch::kFloat) {
     ok(lib.bwd32(grad_out.data_ptr<float>(), h.data_ptr<float>(), sh.data_ptr<float>(), w.data_ptr<float>(),
                  sender.data_ptr<int64_t>(), receiver.data_ptr<int64_t>(), edge_ptr.data_ptr<int64_t>(),
-                 sender_perm.data_ptr<int64_t>(), sender_ptr.data_ptr<int64_t>(), grad_h.data_ptr<float>(),
+                 sender_perm.data_ptr<int64_t>(), sender_ptr.data_ptr<int64_t>(), sym, grad_h.data_ptr<float>(),
                  grad_sh.data_ptr<float>(), grad_w.data_ptr<float>(), n, (int)C, stream));
   } else {
     ok(lib.bwd64(grad_out.data_ptr<double>(), h.data_ptr<double>(), sh.data_ptr<double>(), w.data_ptr<double>(),
                  sender.data_ptr<int64_t>(), receiver.data_ptr<int64_t>(), edge_ptr.data_ptr<int64_t>(),
-                 sender_perm.data_ptr<int64_t>(), sender_ptr.data_ptr<int64_t>(), grad_h.data_ptr<double>(),
+                 sender_perm.data_ptr<int64_t>(), sender_ptr.data_ptr<int64_t>(), sym, grad_h.data_ptr<double>(),
                  grad_sh.data_ptr<double>(), grad_w.data_ptr<double>(), n, (int)C, stream));
   }
   return {grad_h, grad_sh, grad_w};

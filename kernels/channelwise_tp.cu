@@ -99,16 +99,79 @@ __global__ void tp_backward_edges_kernel(
   }
 }
 
+// Receiver-major backward over a symmetric graph: the edges kernel's work, plus the
+// gradient of the receiver's own features. Every edge j -> n has a reverse n -> j with the
+// opposite vector, hence the same radial weights and harmonics Y(-r) = (-1)^l Y(r); so n's
+// feature gradient, a sum over its outgoing edges, is also a sum over its incoming ones,
+// each weight row read once for both gradients. `symmetric` (a device flag, see
+// ops/channelwise_tp.py) says whether the graph is; if not, the nodes kernel computes the
+// feature gradient and this kernel skips it.
+template <typename scalar_t>
+__global__ void tp_backward_fused_kernel(
+    const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ h, const scalar_t* __restrict__ sh,
+    const scalar_t* w, const int64_t* __restrict__ sender, const int64_t* __restrict__ edge_ptr,
+    const int* __restrict__ symmetric, scalar_t* grad_w, scalar_t* __restrict__ grad_sh,
+    scalar_t* __restrict__ grad_h, int64_t num_nodes, int C) {
+  constexpr int F_IN = @@F_IN@@, S = @@S@@, F_MID = @@F_MID@@, P = @@P@@;
+  __shared__ scalar_t partial[2][kMaxWarps][S];
+  const int64_t n = blockIdx.x;
+  if (n >= num_nodes) return;
+  const bool nodes = *symmetric != 0;
+  const bool active = threadIdx.x < C;
+  const int c = active ? threadIdx.x : 0;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, num_warps = (blockDim.x + 31) / 32;
+  const scalar_t* go = grad_out + n * F_MID;
+@@LOAD_G@@
+@@GX_DECL@@
+  const int64_t begin = edge_ptr[n], end = edge_ptr[n + 1];
+  for (int64_t e = begin; e < end; ++e) {
+    const int buf = (e - begin) & 1;
+    const int64_t j = sender[e];
+    const scalar_t* hs = h + j * F_IN;
+    const scalar_t* ye = sh + e * S;
+    const scalar_t* we = w + e * (int64_t)(P * C) + c;
+    scalar_t* gwe = grad_w + e * (int64_t)(P * C) + c;
+@@LOAD_X@@
+@@LOAD_Y@@
+@@LOAD_W@@
+@@GY_DECL@@
+@@BACKWARD_EDGE@@
+    if (nodes) {  // the reverse edge n -> j: weights w, harmonics of -r, gradient row of j
+      const scalar_t* gj = grad_out + j * F_MID;
+@@LOAD_GJ@@
+@@BACKWARD_NODE_REV@@
+    }
+#pragma unroll
+    for (int m = 0; m < S; ++m) {
+      scalar_t v = active ? gy[m] : scalar_t(0);
+      for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffff, v, off);
+      if (lane == 0) partial[buf][warp][m] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < S) {
+      scalar_t total = 0;
+      for (int k = 0; k < num_warps; ++k) total += partial[buf][k][threadIdx.x];
+      grad_sh[e * S + threadIdx.x] = total;
+    }
+  }
+  if (nodes && active) {
+    scalar_t* gh = grad_h + n * F_IN;
+@@STORE_GX@@
+  }
+}
+
 // Sender-major backward: gradient of the sender features, summed over each sender's edges.
+// `skip` (may be null): a device flag; when set, the fused kernel computes this instead.
 template <typename scalar_t>
 __global__ void tp_backward_nodes_kernel(
     const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ sh, const scalar_t* __restrict__ w,
     const int64_t* __restrict__ receiver, const int64_t* __restrict__ sender_perm,
-    const int64_t* __restrict__ sender_ptr, scalar_t* __restrict__ grad_h, int64_t num_nodes, int C) {
+    const int64_t* __restrict__ sender_ptr, const int* __restrict__ skip, scalar_t* __restrict__ grad_h,
+    int64_t num_nodes, int C) {
   constexpr int F_IN = @@F_IN@@, S = @@S@@, F_MID = @@F_MID@@, P = @@P@@;
   const int64_t s = blockIdx.x;
   const int c = threadIdx.x;
-  if (s >= num_nodes || c >= C) return;
+  if (s >= num_nodes || c >= C || (skip != nullptr && *skip != 0)) return;
 @@GX_DECL@@
 #pragma unroll 4  // as in the forward: several edges' loads in flight
   for (int64_t j = sender_ptr[s]; j < sender_ptr[s + 1]; ++j) {
@@ -138,16 +201,23 @@ cudaError_t forward_impl(const scalar_t* h, const scalar_t* sh, const scalar_t* 
 template <typename scalar_t>
 cudaError_t backward_impl(const scalar_t* grad_out, const scalar_t* h, const scalar_t* sh, const scalar_t* w,
                           const int64_t* sender, const int64_t* receiver, const int64_t* edge_ptr,
-                          const int64_t* sender_perm, const int64_t* sender_ptr, scalar_t* grad_h,
-                          scalar_t* grad_sh, scalar_t* grad_w, int64_t num_nodes, int C, cudaStream_t stream) {
+                          const int64_t* sender_perm, const int64_t* sender_ptr, const int* symmetric,
+                          scalar_t* grad_h, scalar_t* grad_sh, scalar_t* grad_w, int64_t num_nodes, int C,
+                          cudaStream_t stream) {
   if (num_nodes == 0) return cudaSuccess;
-  // Senders first: it reads w, which the edges kernel may overwrite with its gradient.
+  // Senders first: it reads w, which the edges kernel may overwrite with its gradient. With
+  // a symmetric flag it returns at once when the flag is set (the fused kernel does its work).
   tp_backward_nodes_kernel<scalar_t><<<num_nodes, threads_for(C), 0, stream>>>(
-      grad_out, sh, w, receiver, sender_perm, sender_ptr, grad_h, num_nodes, C);
+      grad_out, sh, w, receiver, sender_perm, sender_ptr, symmetric, grad_h, num_nodes, C);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  tp_backward_edges_kernel<scalar_t><<<num_nodes, threads_for(C), 0, stream>>>(
-      grad_out, h, sh, w, sender, edge_ptr, grad_w, grad_sh, num_nodes, C);
+  if (symmetric != nullptr) {
+    tp_backward_fused_kernel<scalar_t><<<num_nodes, threads_for(C), 0, stream>>>(
+        grad_out, h, sh, w, sender, edge_ptr, symmetric, grad_w, grad_sh, grad_h, num_nodes, C);
+  } else {
+    tp_backward_edges_kernel<scalar_t><<<num_nodes, threads_for(C), 0, stream>>>(
+        grad_out, h, sh, w, sender, edge_ptr, grad_w, grad_sh, num_nodes, C);
+  }
   return cudaGetLastError();
 }
 
@@ -162,9 +232,9 @@ extern "C" TpDims tp_dims() { return TpDims{@@F_IN@@, @@S@@, @@F_MID@@, @@P@@}; 
   }                                                                                                           \
   extern "C" cudaError_t tp_backward_##SUFFIX(const T* g, const T* h, const T* sh, const T* w, const int64_t* sender,    \
                                    const int64_t* receiver, const int64_t* edge_ptr, const int64_t* perm,     \
-                                   const int64_t* sptr, T* gh, T* gsh, T* gw, int64_t n, int C,               \
-                                   cudaStream_t s) {                                                          \
-    return backward_impl<T>(g, h, sh, w, sender, receiver, edge_ptr, perm, sptr, gh, gsh, gw, n, C, s);       \
+                                   const int64_t* sptr, const int* sym, T* gh, T* gsh, T* gw, int64_t n,      \
+                                   int C, cudaStream_t s) {                                                   \
+    return backward_impl<T>(g, h, sh, w, sender, receiver, edge_ptr, perm, sptr, sym, gh, gsh, gw, n, C, s);  \
   }
 
 MACE_FAST_TP_INSTANTIATE(float, f32)

@@ -247,11 +247,17 @@ class MACE(nn.Module):
 
         csr = None
         if self._use_kernels(positions.device, training):
-            from .ops.channelwise_tp import edge_csr
+            from .ops.channelwise_tp import edge_csr, symmetric_flag
             from .ops.segment import edge_vectors
 
             csr = edge_csr(edge_index, batch[K.EDGE_PTR], num_nodes)
             vectors = edge_vectors(pos, shifts, csr)
+            # The radial embedding is symmetric in sender and receiver (a function of the
+            # length and of both elements alike), so an edge and its reverse have the same
+            # weights: on a symmetric graph the tensor product's backward is one pass.
+            csr.symmetric = symmetric_flag(
+                csr, batch[K.UNIT_SHIFTS], torch.linalg.norm(vectors.detach(), dim=-1), self.r_max
+            )
         else:
             vectors = pos[receiver] - pos[sender] + shifts  # [E, 3]
         z = self.atomic_numbers[element]

@@ -8,12 +8,16 @@ without per-edge messages in device memory::
 
 The backward gives the gradients of ``h``, ``sh`` and ``w`` (what forces and stress
 need); it is not itself differentiable, so training (double backward) uses the torch path.
+On a symmetric graph (every edge has its reverse, as in a full neighbour list) and with
+weights that depend on the edge length only, one receiver-major pass reads each weight row
+once for all gradients (:func:`symmetric_flag`); otherwise the feature gradient takes a
+second, sender-major pass.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -21,7 +25,7 @@ from ..nn.tensor_product import ChannelwiseTensorProduct
 from .build import binding, compile_shared
 from .codegen import channelwise_tp_source
 
-__all__ = ["EdgeCSR", "edge_csr", "compile_tp", "tp_aggregate"]
+__all__ = ["EdgeCSR", "edge_csr", "symmetric_flag", "compile_tp", "tp_aggregate"]
 
 
 @dataclass
@@ -33,6 +37,7 @@ class EdgeCSR:
     edge_ptr: torch.Tensor  # [N+1] int64: receiver segments
     sender_perm: torch.Tensor  # [E] int64: edges ordered by sender (stable)
     sender_ptr: torch.Tensor  # [N+1] int64: sender segments of sender_perm
+    symmetric: Optional[torch.Tensor] = None  # [1] int32 device flag, see symmetric_flag
 
 
 def edge_csr(edge_index: torch.Tensor, edge_ptr: torch.Tensor, num_nodes: int) -> EdgeCSR:
@@ -42,6 +47,25 @@ def edge_csr(edge_index: torch.Tensor, edge_ptr: torch.Tensor, num_nodes: int) -
     nodes = torch.arange(num_nodes + 1, device=sender.device, dtype=sender.dtype)
     sender_ptr = torch.searchsorted(ordered, nodes)
     return EdgeCSR(sender, receiver, edge_ptr.contiguous(), perm, sender_ptr)
+
+
+def symmetric_flag(csr: EdgeCSR, unit_shifts: torch.Tensor, lengths: torch.Tensor, r_max: float) -> torch.Tensor:
+    """``[1]`` int32 on the edges' device: 1 if every edge that carries weight has its reverse.
+
+    The reverse of ``j -> i`` with lattice shift ``s`` is ``i -> j`` with ``-s`` (the opposite
+    vector). Edges are sorted by (receiver, sender, shift) and ``sender_perm`` orders them
+    by sender stably, so in a symmetric graph the k-th edge in sender order is the reverse of
+    the k-th edge in receiver order, as long as no pair of atoms has two images (then the
+    shifts come in the opposite order: the flag is 0 and the general backward runs). Pairs at
+    or beyond the cutoff (zero weights, e.g. the padding between ghost atoms of
+    :class:`~mace_fast.step.ModelStep`) are exempt. Computed on the device: no host sync,
+    so it can be captured in a CUDA graph. ``lengths [E]``.
+    """
+    perm = csr.sender_perm
+    same = (csr.receiver == csr.sender[perm]) & (csr.sender == csr.receiver[perm])
+    same &= (unit_shifts == -unit_shifts[perm]).all(dim=-1)
+    far = (lengths >= r_max) & (lengths[perm] >= r_max)
+    return (same | far).all().to(torch.int32).reshape(1)
 
 
 _LIBRARY: Dict[str, int] = {}
@@ -62,13 +86,13 @@ def compile_tp(tp: ChannelwiseTensorProduct) -> str:
 def _tp_aggregate(
     h: torch.Tensor, sh: torch.Tensor, w: torch.Tensor, sender: torch.Tensor, receiver: torch.Tensor,
     edge_ptr: torch.Tensor, sender_perm: torch.Tensor, sender_ptr: torch.Tensor, key: str, channels: int,
-    grad_into_w: bool,
+    grad_into_w: bool, symmetric: Optional[torch.Tensor],
 ) -> torch.Tensor:
     return binding().forward(_LIBRARY[key], h, sh, w, sender, edge_ptr, channels)
 
 
 @_tp_aggregate.register_fake
-def _(h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels, grad_into_w):
+def _(h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels, grad_into_w, symmetric):
     return h.new_empty(h.shape[0], _OUT_DIM[key])
 
 
@@ -76,16 +100,17 @@ def _(h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channe
 def _tp_aggregate_backward(
     grad_out: torch.Tensor, h: torch.Tensor, sh: torch.Tensor, w: torch.Tensor, sender: torch.Tensor,
     receiver: torch.Tensor, edge_ptr: torch.Tensor, sender_perm: torch.Tensor, sender_ptr: torch.Tensor,
-    key: str, channels: int,
+    key: str, channels: int, symmetric: Optional[torch.Tensor],
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     grad_h, grad_sh, grad_w = binding().backward(
-        _LIBRARY[key], grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, channels, False
+        _LIBRARY[key], grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, channels, False,
+        symmetric,
     )
     return grad_h, grad_sh, grad_w
 
 
 @_tp_aggregate_backward.register_fake
-def _(grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels):
+def _(grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels, symmetric):
     return torch.empty_like(h), torch.empty_like(sh), torch.empty_like(w)
 
 
@@ -93,35 +118,37 @@ def _(grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, k
 def _tp_aggregate_backward_into_w(
     grad_out: torch.Tensor, h: torch.Tensor, sh: torch.Tensor, w: torch.Tensor, sender: torch.Tensor,
     receiver: torch.Tensor, edge_ptr: torch.Tensor, sender_perm: torch.Tensor, sender_ptr: torch.Tensor,
-    key: str, channels: int,
+    key: str, channels: int, symmetric: Optional[torch.Tensor],
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """As ``tp_aggregate_backward``, but the weights' gradient overwrites ``w``."""
     grad_h, grad_sh, _ = binding().backward(
-        _LIBRARY[key], grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, channels, True
+        _LIBRARY[key], grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, channels, True,
+        symmetric,
     )
     return grad_h, grad_sh
 
 
 @_tp_aggregate_backward_into_w.register_fake
-def _(grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels):
+def _(grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels, symmetric):
     return torch.empty_like(h), torch.empty_like(sh)
 
 
 def _setup(ctx, inputs, output):
-    h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels, grad_into_w = inputs
-    ctx.save_for_backward(h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr)
+    h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels, grad_into_w, symmetric = inputs
+    ctx.save_for_backward(h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, symmetric)
     ctx.key, ctx.channels, ctx.grad_into_w = key, channels, grad_into_w
 
 
 def _backward(ctx, grad_out):
-    h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr = ctx.saved_tensors
-    args = (grad_out.contiguous(), h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, ctx.key, ctx.channels)
+    h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, symmetric = ctx.saved_tensors
+    args = (grad_out.contiguous(), h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, ctx.key, ctx.channels,
+            symmetric)
     if ctx.grad_into_w:
         grad_h, grad_sh = _tp_aggregate_backward_into_w(*args)
         grad_w = w  # now holds the gradient
     else:
         grad_h, grad_sh, grad_w = _tp_aggregate_backward(*args)
-    return grad_h, grad_sh, grad_w, None, None, None, None, None, None, None, None
+    return grad_h, grad_sh, grad_w, None, None, None, None, None, None, None, None, None
 
 
 _tp_aggregate.register_autograd(_backward, setup_context=_setup)
@@ -136,8 +163,11 @@ def tp_aggregate(
     ``grad_into_w``: the backward writes the weights' gradient over ``w`` instead of a new
     ``[E, P*C]`` tensor (the largest in the model). Only for a graph differentiated once,
     by a caller that uses ``w`` for nothing else (the model computing forces).
+    ``csr.symmetric`` (:func:`symmetric_flag`) lets the backward take the one-pass route;
+    set it only where the weights of an edge and of its reverse are equal (a function of
+    the edge length, as MACE's radial MLP is).
     """
     return _tp_aggregate(
         h.contiguous(), sh.contiguous(), w.contiguous(), csr.sender, csr.receiver, csr.edge_ptr,
-        csr.sender_perm, csr.sender_ptr, key, channels, grad_into_w,
+        csr.sender_perm, csr.sender_ptr, key, channels, grad_into_w, csr.symmetric,
     )

@@ -54,6 +54,8 @@ def channelwise_tp_source(tp: ChannelwiseTensorProduct) -> str:
     o_p = [out_off[p.i_out] for p in paths]
     used_blocks = sorted({p.i_in1 for p in paths})
     S = tp.irreps_sh.dim
+    # Y(-r) = (-1)^l Y(r): the sign of each harmonic component on the reverse edge.
+    parity = [(-1) ** ir.l for mul, ir in tp.irreps_sh for _ in range(mul * ir.dim)]
 
     L: Dict[str, List[str]] = defaultdict(list)
     for b in used_blocks:
@@ -67,16 +69,19 @@ def channelwise_tp_source(tp: ChannelwiseTensorProduct) -> str:
             L["ACC_DECL"].append(f"  scalar_t acc{k}_{m3} = 0;")
             L["STORE_ACC"].append(f"  o[{o_p[k]} + c * {d3[k]} + {m3}] = acc{k}_{m3};")
             L["LOAD_G"].append(f"  const scalar_t g{k}_{m3} = go[{o_p[k]} + c * {d3[k]} + {m3}];")
+            L["LOAD_GJ"].append(f"      const scalar_t gr{k}_{m3} = gj[{o_p[k]} + c * {d3[k]} + {m3}];")
 
     for k, (p, entries) in enumerate(zip(paths, sparse)):
         b = p.i_in1
         by_m3: Dict[int, List[str]] = defaultdict(list)
         by_m2: Dict[int, List[str]] = defaultdict(list)
         by_m1: Dict[int, List[str]] = defaultdict(list)
+        by_m1_rev: Dict[int, List[str]] = defaultdict(list)  # the reverse edge (fused kernel)
         for m1, m2, m3, coef in entries:
             by_m3[m3].append(f"{_lit(coef)} * x{b}_{m1} * y{m2}")
             by_m2[m2].append(f"{_lit(coef)} * x{b}_{m1} * g{k}_{m3}")
             by_m1[m1].append(f"{_lit(coef)} * y{m2} * g{k}_{m3}")
+            by_m1_rev[m1].append(f"{_lit(coef * parity[m2])} * y{m2} * gr{k}_{m3}")
         for m3, terms in sorted(by_m3.items()):
             L["FORWARD_ACC"].append(f"    acc{k}_{m3} += w{k} * ({_sum(terms)});")
         # d(out)/d(w): the product without the weight, dotted with the incoming gradient.
@@ -86,6 +91,8 @@ def channelwise_tp_source(tp: ChannelwiseTensorProduct) -> str:
             L["BACKWARD_EDGE"].append(f"    gy[{m2}] += w{k} * ({_sum(terms)});")
         for m1, terms in sorted(by_m1.items()):
             L["BACKWARD_NODE"].append(f"    gx{b}_{m1} += w{k} * ({_sum(terms)});")
+        for m1, terms in sorted(by_m1_rev.items()):
+            L["BACKWARD_NODE_REV"].append(f"      gx{b}_{m1} += w{k} * ({_sum(terms)});")
     for b in range(len(irreps_in)):
         for m in range(in_dim[b]):
             L["GX_DECL"].append(f"  scalar_t gx{b}_{m} = 0;")
