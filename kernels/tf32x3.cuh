@@ -17,7 +17,7 @@
 // of slots to k works if A and B agree; we map slot t -> k = 2t and slot t+4 -> k = 2t+1.
 // Then a D tile read as an A operand is just a reordering of the lane's own four values
 // (a layer's output feeds the next layer without leaving registers), and a row's two
-// consecutive k values are one 8-byte load.
+// consecutive k values sit side by side in memory.
 //
 // B operands are prepared on the host (mace_fast/ops/tensor_cores.py, `fragments`): for a
 // [K, N] matrix, one float4 per (k step s, column tile j, lane) holding

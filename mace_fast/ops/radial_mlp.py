@@ -14,6 +14,10 @@ mid W_mid``). On an H100 ([1.46M, 64] x [64, 768]) that is 2.0 ms instead of 4.8
 relative error of 7e-7 against float64 (1.4e-7 for the float32 GEMM). Its backward (the
 gradient of ``t``) stays a float32 GEMM: reading the split gradient would cost as much.
 
+In float32 the trunk itself runs on the tensor cores at float32 accuracy (3xTF32,
+``kernels/radial_trunk_tc.cu``, :mod:`.tensor_cores`), with its weights prepared once per
+MLP; float64 (and float32 with ``MACE_FAST_TENSOR_CORES=0``) uses ``kernels/radial_mlp.cu``.
+
 The backward kernel gives the gradient with respect to the input (what forces and stress
 need), recomputing the forward instead of storing it. The kernels give no weight
 gradients: when autograd wants them (training through this op), or wants a
@@ -33,9 +37,9 @@ import torch
 from ..nn.activations import ScaledActivation
 from ..nn.derived import derived
 from ..nn.radial import RadialMLP
-from .build import compile_shared, kernel_source, launch, load_shared
+from .build import compile_shared, launch, load_shared
 from .build import pointer as _ptr
-from .tensor_cores import compile_trunk_tc, tensor_cores_available, trunk_operands
+from .tensor_cores import compile_trunk_tc, fill, tensor_cores_available, trunk_operands, width_markers
 
 __all__ = ["radial_mlp_supported", "compile_trunk", "trunk_source", "radial_trunk", "radial_mlp"]
 
@@ -103,20 +107,13 @@ def trunk_source(widths: Sequence[int], smem: Tuple[int, int] = _DEFAULT_SMEM, p
         raise ValueError(f"radial trunk widths {widths} not supported (see radial_mlp_supported)")
     layers = len(widths) - 1
     values = {
-        "NUM_LAYERS": str(layers),
-        "WIDTHS": ", ".join(map(str, widths)),
-        "INV_SQRT_FAN_IN": ", ".join(repr(1.0 / math.sqrt(k)) for k in widths[:-1]),
+        **width_markers(widths),
         "PLAN_FORWARD_F32": plan or _plan(widths, 4, 1, smem),
         "PLAN_BACKWARD_F32": plan or _plan(widths, 4, layers, smem),
         "PLAN_FORWARD_F64": plan or _plan(widths, 8, 1, smem),
         "PLAN_BACKWARD_F64": plan or _plan(widths, 8, layers, smem),
     }
-    source = kernel_source("radial_mlp.cu")
-    for name, value in values.items():
-        source = source.replace(f"@@{name}@@", value)
-    if "@@" in source:
-        raise RuntimeError("unfilled markers in radial_mlp.cu")
-    return source
+    return fill("radial_mlp.cu", values)
 
 
 class _TrunkDims(ctypes.Structure):
@@ -216,23 +213,12 @@ def _launch_forward(x: torch.Tensor, weights: Sequence[torch.Tensor], operands: 
     if x.shape[0] == 0:
         return
     if operands:  # float32 on the tensor cores
-        lib = compile_trunk_tc(_WIDTHS[key])
-        code = lib.radial_trunk_tc_forward_f32(_ptr(x), _ptr(operands[0]), _ptr(out), int(split), x.shape[0],
-                                               float(act_scale), _stream(x))
-        _raise(code, "radial_trunk_tc_forward")
+        launch(compile_trunk_tc(_WIDTHS[key]), "radial_trunk_tc_forward", x, _ptr(x), _ptr(operands[0]), _ptr(out),
+               int(split), x.shape[0], float(act_scale))
         return
     aligned = _aligned(weights)  # alive over the launch
     name = "radial_trunk_forward_split" if split else "radial_trunk_forward"
     launch(_LIBRARY[key], name, x, _ptr(x), *_weight_ptrs(aligned), _ptr(out), x.shape[0], float(act_scale))
-
-
-def _stream(x: torch.Tensor) -> ctypes.c_void_p:
-    return ctypes.c_void_p(torch.cuda.current_stream(x.device).cuda_stream)
-
-
-def _raise(code: int, name: str) -> None:
-    if code != 0:
-        raise RuntimeError(f"mace_fast kernel {name} failed: CUDA error {code}")
 
 
 @torch.library.custom_op("mace_fast::radial_trunk", mutates_args=())
@@ -242,8 +228,7 @@ def _radial_trunk(
     _validate(x, weights, key)
     _check_operands(x, operands, 2)
     out = x.new_empty(x.shape[0], weights[-1].shape[1])
-    with torch.cuda.device(x.device):
-        _launch_forward(x, weights, operands, out, act_scale, key, split=False)
+    _launch_forward(x, weights, operands, out, act_scale, key, split=False)
     return out
 
 
@@ -264,11 +249,8 @@ def _radial_trunk_backward(
     if x.shape[0] == 0:
         return grad_x
     if operands:  # float32 on the tensor cores
-        lib = compile_trunk_tc(_WIDTHS[key])
-        with torch.cuda.device(x.device):
-            code = lib.radial_trunk_tc_backward_f32(_ptr(grad_out), _ptr(x), _ptr(operands[0]), _ptr(operands[1]),
-                                                    _ptr(grad_x), x.shape[0], float(act_scale), _stream(x))
-        _raise(code, "radial_trunk_tc_backward")
+        launch(compile_trunk_tc(_WIDTHS[key]), "radial_trunk_tc_backward", x, _ptr(grad_out), _ptr(x),
+               _ptr(operands[0]), _ptr(operands[1]), _ptr(grad_x), x.shape[0], float(act_scale))
         return grad_x
     aligned = _aligned(weights)  # alive over the launch
     launch(_LIBRARY[key], "radial_trunk_backward", x, _ptr(grad_out), _ptr(x), *_weight_ptrs(aligned),
@@ -366,8 +348,7 @@ def _radial_mlp_split(
     _check_operands(x, operands, 2)
     hidden = weights[-1].shape[1]
     split = x.new_empty(x.shape[0], 6 * hidden, dtype=torch.bfloat16)
-    with torch.cuda.device(x.device):
-        _launch_forward(x, weights, operands, split, act_scale, key, split=True)
+    _launch_forward(x, weights, operands, split, act_scale, key, split=True)
     return torch.mm(split, last_split, out_dtype=torch.float32)
 
 
