@@ -55,59 +55,16 @@ __global__ void tp_forward_kernel(
 // Receiver-major backward: gradient of the per-edge weights and of the spherical harmonics.
 // grad_w may be w itself (no __restrict__ on either): each thread loads its weights of an
 // edge before it writes their gradient, and the sender-major kernel has run before.
-template <typename scalar_t>
+//
+// REVERSE: also the gradient of the receiver's own features, on a symmetric graph. Every
+// edge j -> n has a reverse n -> j with the opposite vector, hence the same radial weights
+// and harmonics Y(-r) = (-1)^l Y(r); so n's feature gradient, a sum over its outgoing
+// edges, is also a sum over its incoming ones, each weight row read once for both
+// gradients. `symmetric` (a device flag, see ops/channelwise_tp.py) says whether the graph
+// is; if not, the nodes kernel computes the feature gradient and this kernel skips it.
+// Without REVERSE, `symmetric` and `grad_h` are unused (may be null).
+template <typename scalar_t, bool REVERSE>
 __global__ void tp_backward_edges_kernel(
-    const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ h, const scalar_t* __restrict__ sh,
-    const scalar_t* w, const int64_t* __restrict__ sender, const int64_t* __restrict__ edge_ptr,
-    scalar_t* grad_w, scalar_t* __restrict__ grad_sh, int64_t num_nodes, int C) {
-  constexpr int F_IN = @@F_IN@@, S = @@S@@, F_MID = @@F_MID@@, P = @@P@@;
-  __shared__ scalar_t partial[2][kMaxWarps][S];
-  const int64_t n = blockIdx.x;
-  if (n >= num_nodes) return;
-  // Threads past the last channel mirror channel 0 (never written) so that every thread
-  // takes part in the reductions below.
-  const bool active = threadIdx.x < C;
-  const int c = active ? threadIdx.x : 0;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, num_warps = (blockDim.x + 31) / 32;
-  const scalar_t* go = grad_out + n * F_MID;
-@@LOAD_G@@
-  const int64_t begin = edge_ptr[n], end = edge_ptr[n + 1];
-  for (int64_t e = begin; e < end; ++e) {
-    const int buf = (e - begin) & 1;
-    const scalar_t* hs = h + sender[e] * F_IN;
-    const scalar_t* ye = sh + e * S;
-    const scalar_t* we = w + e * (int64_t)(P * C) + c;
-    scalar_t* gwe = grad_w + e * (int64_t)(P * C) + c;
-@@LOAD_X@@
-@@LOAD_Y@@
-@@LOAD_W@@
-@@GY_DECL@@
-@@BACKWARD_EDGE@@
-    // Sum the spherical-harmonic gradient over channels: warp shuffles, then warps in order.
-#pragma unroll
-    for (int m = 0; m < S; ++m) {
-      scalar_t v = active ? gy[m] : scalar_t(0);
-      for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffff, v, off);
-      if (lane == 0) partial[buf][warp][m] = v;
-    }
-    __syncthreads();
-    if (threadIdx.x < S) {
-      scalar_t total = 0;
-      for (int k = 0; k < num_warps; ++k) total += partial[buf][k][threadIdx.x];
-      grad_sh[e * S + threadIdx.x] = total;
-    }
-  }
-}
-
-// Receiver-major backward over a symmetric graph: the edges kernel's work, plus the
-// gradient of the receiver's own features. Every edge j -> n has a reverse n -> j with the
-// opposite vector, hence the same radial weights and harmonics Y(-r) = (-1)^l Y(r); so n's
-// feature gradient, a sum over its outgoing edges, is also a sum over its incoming ones,
-// each weight row read once for both gradients. `symmetric` (a device flag, see
-// ops/channelwise_tp.py) says whether the graph is; if not, the nodes kernel computes the
-// feature gradient and this kernel skips it.
-template <typename scalar_t>
-__global__ void tp_backward_fused_kernel(
     const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ h, const scalar_t* __restrict__ sh,
     const scalar_t* w, const int64_t* __restrict__ sender, const int64_t* __restrict__ edge_ptr,
     const int* __restrict__ symmetric, scalar_t* grad_w, scalar_t* __restrict__ grad_sh,
@@ -116,7 +73,9 @@ __global__ void tp_backward_fused_kernel(
   __shared__ scalar_t partial[2][kMaxWarps][S];
   const int64_t n = blockIdx.x;
   if (n >= num_nodes) return;
-  const bool nodes = *symmetric != 0;
+  const bool nodes = REVERSE && *symmetric != 0;
+  // Threads past the last channel mirror channel 0 (never written) so that every thread
+  // takes part in the reductions below.
   const bool active = threadIdx.x < C;
   const int c = active ? threadIdx.x : 0;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, num_warps = (blockDim.x + 31) / 32;
@@ -141,6 +100,7 @@ __global__ void tp_backward_fused_kernel(
 @@LOAD_GJ@@
 @@BACKWARD_NODE_REV@@
     }
+    // Sum the spherical-harmonic gradient over channels: warp shuffles, then warps in order.
 #pragma unroll
     for (int m = 0; m < S; ++m) {
       scalar_t v = active ? gy[m] : scalar_t(0);
@@ -161,7 +121,7 @@ __global__ void tp_backward_fused_kernel(
 }
 
 // Sender-major backward: gradient of the sender features, summed over each sender's edges.
-// `skip` (may be null): a device flag; when set, the fused kernel computes this instead.
+// `skip` (may be null): a device flag; when set, the edges kernel (REVERSE) computes this instead.
 template <typename scalar_t>
 __global__ void tp_backward_nodes_kernel(
     const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ sh, const scalar_t* __restrict__ w,
@@ -206,17 +166,17 @@ cudaError_t backward_impl(const scalar_t* grad_out, const scalar_t* h, const sca
                           cudaStream_t stream) {
   if (num_nodes == 0) return cudaSuccess;
   // Senders first: it reads w, which the edges kernel may overwrite with its gradient. With
-  // a symmetric flag it returns at once when the flag is set (the fused kernel does its work).
+  // a symmetric flag it returns at once when the flag is set (the edges kernel does its work).
   tp_backward_nodes_kernel<scalar_t><<<num_nodes, threads_for(C), 0, stream>>>(
       grad_out, sh, w, receiver, sender_perm, sender_ptr, symmetric, grad_h, num_nodes, C);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   if (symmetric != nullptr) {
-    tp_backward_fused_kernel<scalar_t><<<num_nodes, threads_for(C), 0, stream>>>(
+    tp_backward_edges_kernel<scalar_t, true><<<num_nodes, threads_for(C), 0, stream>>>(
         grad_out, h, sh, w, sender, edge_ptr, symmetric, grad_w, grad_sh, grad_h, num_nodes, C);
   } else {
-    tp_backward_edges_kernel<scalar_t><<<num_nodes, threads_for(C), 0, stream>>>(
-        grad_out, h, sh, w, sender, edge_ptr, grad_w, grad_sh, num_nodes, C);
+    tp_backward_edges_kernel<scalar_t, false><<<num_nodes, threads_for(C), 0, stream>>>(
+        grad_out, h, sh, w, sender, edge_ptr, nullptr, grad_w, grad_sh, nullptr, num_nodes, C);
   }
   return cudaGetLastError();
 }

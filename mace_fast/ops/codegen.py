@@ -76,7 +76,7 @@ def channelwise_tp_source(tp: ChannelwiseTensorProduct) -> str:
         by_m3: Dict[int, List[str]] = defaultdict(list)
         by_m2: Dict[int, List[str]] = defaultdict(list)
         by_m1: Dict[int, List[str]] = defaultdict(list)
-        by_m1_rev: Dict[int, List[str]] = defaultdict(list)  # the reverse edge (fused kernel)
+        by_m1_rev: Dict[int, List[str]] = defaultdict(list)  # the reverse edge (edges kernel, REVERSE)
         for m1, m2, m3, coef in entries:
             by_m3[m3].append(f"{_lit(coef)} * x{b}_{m1} * y{m2}")
             by_m2[m2].append(f"{_lit(coef)} * x{b}_{m1} * g{k}_{m3}")
