@@ -96,10 +96,10 @@ __device__ __forceinline__ void product(const float4* __restrict__ b, const Tile
 __device__ __forceinline__ int row_of(int m, int i, int g) { return 16 * m + g + 8 * (i / 2); }
 __device__ __forceinline__ int col_of(int j, int i, int t) { return 8 * j + 2 * t + i % 2; }
 
-// Rows [e0, e0 + 16 kM) of a [E, COLS] array (zero past its end and past COLS).
-template <int COLS>
-__device__ __forceinline__ void load_rows(const float* __restrict__ src, int64_t e0, int64_t num_edges,
-                                          Tiles& v, int g, int t) {
+// f(value of tile element, its offset in a [E, COLS] array) for every element of the
+// warp's rows [e0, e0 + 16 kM) that lies inside the array (rows < E, columns < COLS).
+template <int COLS, typename F>
+__device__ __forceinline__ void for_each_in_rows(int64_t e0, int64_t num_edges, Tiles& v, int g, int t, F&& f) {
 #pragma unroll
   for (int m = 0; m < kM; ++m)
 #pragma unroll
@@ -108,8 +108,21 @@ __device__ __forceinline__ void load_rows(const float* __restrict__ src, int64_t
       for (int i = 0; i < 4; ++i) {
         const int64_t e = e0 + row_of(m, i, g);
         const int c = col_of(j, i, t);
-        v[m][j][i] = (e < num_edges && c < COLS) ? src[e * COLS + c] : 0.f;
+        if (e < num_edges && c < COLS) f(v[m][j][i], e * COLS + c);
       }
+}
+
+// Rows [e0, e0 + 16 kM) of a [E, COLS] array (zero past its end and past COLS).
+template <int COLS>
+__device__ __forceinline__ void load_rows(const float* __restrict__ src, int64_t e0, int64_t num_edges,
+                                          Tiles& v, int g, int t) {
+#pragma unroll
+  for (int m = 0; m < kM; ++m)
+#pragma unroll
+    for (int j = 0; j < kT; ++j)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) v[m][j][i] = 0.f;
+  for_each_in_rows<COLS>(e0, num_edges, v, g, t, [&](float& x, int64_t k) { x = src[k]; });
 }
 
 // The output rows of a warp go through its slice of shared memory, so that global memory
@@ -289,17 +302,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       }
   });
   // grad_x [E, n0] is narrow (n0 need not fill 16-byte pieces): stored element by element.
-  constexpr int N0 = kWidth[0];
-#pragma unroll
-  for (int m = 0; m < kM; ++m)
-#pragma unroll
-    for (int j = 0; j < tiles(N0); ++j)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int64_t e = e0 + row_of(m, i, g);
-        const int c = col_of(j, i, t);
-        if (e < num_edges && c < N0) grad_x[e * N0 + c] = act[m][j][i];
-      }
+  for_each_in_rows<kWidth[0]>(e0, num_edges, act, g, t, [&](float& x, int64_t k) { grad_x[k] = x; });
 }
 
 int64_t blocks_for(int64_t num_edges, int warps) {
