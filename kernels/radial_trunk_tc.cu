@@ -244,7 +244,13 @@ __global__ void __launch_bounds__(kForwardWarps * 32)
   }
 }
 
-__global__ void __launch_bounds__(kWarps * 32)
+// Blocks per multiprocessor the backward asks the compiler to fit (96 registers): for widths
+// up to 64 its occupancy, not its few spills, is the limit (H100, [1.46M, 10] -> 64 -> 64 ->
+// 64: 1.53 ms at 10 blocks, 1.71 at 8, 1.95 without the bound, 2.59 at 12). The forward
+// gained nothing from it.
+constexpr int kBackwardMinBlocks = kT <= 8 ? 10 : 1;
+
+__global__ void __launch_bounds__(kWarps * 32, kBackwardMinBlocks)
     trunk_backward_kernel(const float* __restrict__ grad_out, const float* __restrict__ x,
                           const float4* __restrict__ w, const float4* __restrict__ wt, float* __restrict__ grad_x,
                           int64_t num_edges, float act_scale) {
