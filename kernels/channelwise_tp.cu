@@ -23,6 +23,36 @@
 namespace {
 
 constexpr int kMaxWarps = 32;
+// Edges whose harmonic gradients are summed over the block's warps at one barrier (the
+// backward's receiver-major pass); a barrier per edge kept a block from overlapping one
+// edge's loads with the previous edge's reduction.
+constexpr int kEdgeBatch = 4;
+
+__host__ __device__ constexpr int pow2_at_least(int s) { return s <= 1 ? 1 : 2 * pow2_at_least((s + 1) / 2); }
+
+// Sum x[0..WIDTH) over the warp's lanes by halving: at each exchange a lane keeps the half of
+// its values picked by lane bit OFF and adds its partner's copy of that half, so 16 values
+// take 8 + 4 + 2 + 1 + 1 = 16 shuffles instead of 5 * 16. Afterwards lane holds in x[0] the
+// total of value lane / (32 / WIDTH) (WIDTH, a power of two, <= 32).
+template <int OFF, int WIDTH, typename scalar_t>
+__device__ __forceinline__ void warp_sum_halving(scalar_t* x, int lane) {
+  if constexpr (OFF > 0) {
+    if constexpr (WIDTH > 1) {
+      constexpr int H = WIDTH / 2;
+      const bool upper = (lane & OFF) != 0;
+#pragma unroll
+      for (int i = 0; i < H; ++i) {
+        const scalar_t give = upper ? x[i] : x[i + H];
+        const scalar_t keep = upper ? x[i + H] : x[i];
+        x[i] = keep + __shfl_xor_sync(0xffffffff, give, OFF);
+      }
+      warp_sum_halving<OFF / 2, H>(x, lane);
+    } else {
+      x[0] += __shfl_xor_sync(0xffffffff, x[0], OFF);
+      warp_sum_halving<OFF / 2, 1>(x, lane);
+    }
+  }
+}
 
 template <typename scalar_t>
 __global__ void tp_forward_kernel(
@@ -70,7 +100,10 @@ __global__ void tp_backward_edges_kernel(
     const int* __restrict__ symmetric, scalar_t* grad_w, scalar_t* __restrict__ grad_sh,
     scalar_t* __restrict__ grad_h, int64_t num_nodes, int C) {
   constexpr int F_IN = @@F_IN@@, S = @@S@@, F_MID = @@F_MID@@, P = @@P@@;
-  __shared__ scalar_t partial[2][kMaxWarps][S];
+  constexpr int SP = pow2_at_least(S);  // harmonics padded to a power of two for the halving sum
+  static_assert(SP <= 32, "at most 32 harmonics");
+  // Per warp, per edge of a batch: the warp's sum of the harmonic gradients; two batches.
+  __shared__ scalar_t partial[2][kEdgeBatch][kMaxWarps][S];
   const int64_t n = blockIdx.x;
   if (n >= num_nodes) return;
   const bool nodes = REVERSE && *symmetric != 0;
@@ -84,7 +117,8 @@ __global__ void tp_backward_edges_kernel(
 @@GX_DECL@@
   const int64_t begin = edge_ptr[n], end = edge_ptr[n + 1];
   for (int64_t e = begin; e < end; ++e) {
-    const int buf = (e - begin) & 1;
+    const int batch_pos = int((e - begin) % kEdgeBatch);
+    const int buf = int((e - begin) / kEdgeBatch) & 1;
     const int64_t j = sender[e];
     const scalar_t* hs = h + j * F_IN;
     const scalar_t* ye = sh + e * S;
@@ -100,18 +134,24 @@ __global__ void tp_backward_edges_kernel(
 @@LOAD_GJ@@
 @@BACKWARD_NODE_REV@@
     }
-    // Sum the spherical-harmonic gradient over channels: warp shuffles, then warps in order.
+    // Sum the spherical-harmonic gradient over channels: within the warp at once, over the
+    // warps (in order) when a batch of edges is complete.
+    scalar_t v[SP];
 #pragma unroll
-    for (int m = 0; m < S; ++m) {
-      scalar_t v = active ? gy[m] : scalar_t(0);
-      for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffff, v, off);
-      if (lane == 0) partial[buf][warp][m] = v;
-    }
-    __syncthreads();
-    if (threadIdx.x < S) {
-      scalar_t total = 0;
-      for (int k = 0; k < num_warps; ++k) total += partial[buf][k][threadIdx.x];
-      grad_sh[e * S + threadIdx.x] = total;
+    for (int i = 0; i < SP; ++i) v[i] = active && i < S ? gy[i] : scalar_t(0);
+    warp_sum_halving<16, SP>(v, lane);
+    const int held = lane / (32 / SP);  // the harmonic whose warp sum this lane holds
+    if (lane % (32 / SP) == 0 && held < S) partial[buf][batch_pos][warp][held] = v[0];
+    if (batch_pos == kEdgeBatch - 1 || e + 1 == end) {  // the same for the whole block
+      // Two buffers: the next batch writes the other one, and its barrier comes before
+      // this one is written again.
+      __syncthreads();
+      const int64_t first = e - batch_pos;
+      for (int i = threadIdx.x; i < (batch_pos + 1) * S; i += blockDim.x) {
+        scalar_t total = 0;
+        for (int k = 0; k < num_warps; ++k) total += partial[buf][i / S][k][i % S];
+        grad_sh[(first + i / S) * S + i % S] = total;
+      }
     }
   }
   if (nodes && active) {

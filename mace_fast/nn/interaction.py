@@ -141,6 +141,11 @@ class InteractionBlock(nn.Module):
             if self._tp_key is None:
                 self._tp_key = compile_tp(self.conv_tp)
             message = tp_aggregate(h, sh, weights, csr, self._tp_key, self.node_feats_irreps[0][0], grad_into_w)
+        if csr is not None and not self.density:
+            # 1 / avg_num_neighbors folded into the linear map's weights: no pass over the
+            # [N, target.dim] message for it, forward or backward.
+            message = self.linear(message, scale=1.0 / self.avg_num_neighbors)
+            return self._finish(message, element, edge_feats, cutoff, receiver, csr, groups, normalised=True), sc
         message = self.linear(message)
         return self._finish(message, element, edge_feats, cutoff, receiver, csr, groups), sc
 
@@ -153,12 +158,13 @@ class InteractionBlock(nn.Module):
         receiver: torch.Tensor,
         csr: Optional["EdgeCSR"],
         groups: Optional[ElementGroups],
+        normalised: bool = False,
     ) -> torch.Tensor:
-        """Normalise the linearly mapped message ``[N, target.dim]`` and apply the element
-        map of non-residual blocks: ``-> [N, C, D]``."""
+        """Normalise the linearly mapped message ``[N, target.dim]`` (unless ``normalised``)
+        and apply the element map of non-residual blocks: ``-> [N, C, D]``."""
         if self.density:
             message = message / (self.density_of(edge_feats, cutoff, receiver, csr, message.shape[0]) + 1)
-        else:
+        elif not normalised:
             message = message / self.avg_num_neighbors
         if not self.residual:
             message = self.skip(message, element, groups)

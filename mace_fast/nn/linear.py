@@ -100,14 +100,16 @@ class EquivariantLinear(nn.Module):
         self._fan_ins = [w.shape[0] for w in weights]
         self._merged = _merged_split(self.irreps_in, self.sources)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """``scale``: a constant factor on the output, folded into the (cached) weights."""
         inputs = _inputs(x, self.irreps_in, self.sources, self._fan_ins, self._merged)
         outs = []
         for k, ((mul_out, ir), xin, w) in enumerate(zip(self.irreps_out, inputs, self.weights)):
             if xin is None:
                 outs.append(x.new_zeros(x.shape[0], mul_out * ir.dim))
                 continue
-            w = derived(self, f"w{k}", [w], lambda w=w: w / math.sqrt(w.shape[0]))
+            name = f"w{k}" if scale == 1.0 else f"w{k}*{scale!r}"
+            w = derived(self, name, [w], lambda w=w: w * (scale / math.sqrt(w.shape[0])))
             out = torch.einsum("nid,io->nod", xin, w)
             outs.append(out.reshape(x.shape[0], mul_out * ir.dim))
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
