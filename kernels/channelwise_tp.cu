@@ -26,6 +26,7 @@ constexpr int kMaxWarps = 32;
 // Edges whose harmonic gradients are summed over the block's warps at one barrier (the
 // backward's receiver-major pass); a barrier per edge kept a block from overlapping one
 // edge's loads with the previous edge's reduction.
+// (H100, Si 16^3, float32: 9.81 ms at 4, 9.78 at 8; 16 overflows the static shared memory.)
 constexpr int kEdgeBatch = 4;
 
 __host__ __device__ constexpr int pow2_at_least(int s) { return s <= 1 ? 1 : 2 * pow2_at_least((s + 1) / 2); }

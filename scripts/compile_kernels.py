@@ -47,7 +47,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     # The device code is plain CUDA (the torch binding is a separate .cpp), so nvcc alone
     # compiles it, also where torch has no CUDA support.
-    flags = ["-std=c++17", "-O3", "--expt-relaxed-constexpr", f"-I{kernels_dir()}", *cuda_arch_flags()]
+    flags = ["-std=c++17", "-O3", f"-I{kernels_dir()}", *cuda_arch_flags()]
     failed = 0
     # The edge embedding depends only on lmax: the smallest and the usual largest.
     jobs = [{f"edge_embedding_l{lmax}.cu": edge_embedding_source(lmax) for lmax in (0, 3)}]
