@@ -123,54 +123,6 @@ __global__ void __launch_bounds__(32 * kWarps) backward_kernel(const T* __restri
 
 unsigned blocks_for(int64_t num_nodes) { return unsigned((num_nodes + kWarps - 1) / kWarps); }
 
-// [S, N, C] <-> [N, C, S] (the product's layout <-> the per-channel layout), one block per
-// atom through a shared-memory tile, so that both sides are read and written in contiguous
-// rows (a strided torch copy of the [N, C, S] side costs several times more).
-constexpr int kTransposeThreads = 256;
-
-template <typename T, bool TO_CHANNELS>
-__global__ void __launch_bounds__(kTransposeThreads)
-    transpose_kernel(const T* __restrict__ src, T* __restrict__ dst, int64_t num_nodes, int C) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  T* tile = reinterpret_cast<T*>(smem);  // [S][C + 1]
-  const int64_t n = blockIdx.x;
-  const int ld = C + 1, size = S * C;
-  if (TO_CHANNELS) {
-    for (int i = threadIdx.x; i < size; i += blockDim.x) {  // rows s of src, C contiguous values each
-      const int s = i / C, c = i % C;
-      tile[s * ld + c] = src[(int64_t(s) * num_nodes + n) * C + c];
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < size; i += blockDim.x) {  // dst row n: [C][S] contiguous
-      const int c = i / S, s = i % S;
-      dst[n * size + i] = tile[s * ld + c];
-    }
-  } else {
-    for (int i = threadIdx.x; i < size; i += blockDim.x) {
-      const int c = i / S, s = i % S;
-      tile[s * ld + c] = src[n * size + i];
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < size; i += blockDim.x) {
-      const int s = i / C, c = i % C;
-      dst[(int64_t(s) * num_nodes + n) * C + c] = tile[s * ld + c];
-    }
-  }
-}
-
-template <typename T, bool TO_CHANNELS>
-cudaError_t transpose(const T* src, T* dst, int64_t num_nodes, int C, cudaStream_t stream) {
-  if (num_nodes <= 0 || C <= 0) return cudaSuccess;
-  const size_t smem = sizeof(T) * S * (C + 1);
-  auto kernel = transpose_kernel<T, TO_CHANNELS>;
-  if (smem > 48 * 1024) {
-    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-    if (err != cudaSuccess) return err;
-  }
-  kernel<<<unsigned(num_nodes), kTransposeThreads, smem, stream>>>(src, dst, num_nodes, C);
-  return cudaGetLastError();
-}
-
 }  // namespace
 
 extern "C" int atomic_base_width() { return K; }
@@ -192,14 +144,6 @@ extern "C" int atomic_base_num_sh() { return S; }
       backward_kernel<T><<<blocks_for(num_nodes), 32 * kWarps, 0, stream>>>(                                    \
           grad_base, radial, sh, sender, edge_ptr, slot, grad_radial, grad_sh, num_nodes, num_slots);           \
     return cudaGetLastError();                                                                                  \
-  }                                                                                                             \
-  extern "C" cudaError_t atomic_base_to_channels_##SUFFIX(const T* src, T* dst, int64_t num_nodes, int C,       \
-                                                          cudaStream_t stream) {                                \
-    return transpose<T, true>(src, dst, num_nodes, C, stream);                                                  \
-  }                                                                                                             \
-  extern "C" cudaError_t atomic_base_from_channels_##SUFFIX(const T* src, T* dst, int64_t num_nodes, int C,     \
-                                                            cudaStream_t stream) {                              \
-    return transpose<T, false>(src, dst, num_nodes, C, stream);                                                 \
   }
 
 MACE_FAST_ATOMIC_BASE(float, f32)

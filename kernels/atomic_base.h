@@ -31,13 +31,4 @@ cudaError_t atomic_base_backward_f64(const double* grad_base, const double* radi
                                      double* grad_radial, double* grad_sh, int64_t num_nodes, int num_slots,
                                      cudaStream_t stream);
 
-// [S, N, C] -> [N, C, S] (to_channels) and back (from_channels).
-cudaError_t atomic_base_to_channels_f32(const float* src, float* dst, int64_t num_nodes, int C, cudaStream_t stream);
-cudaError_t atomic_base_to_channels_f64(const double* src, double* dst, int64_t num_nodes, int C,
-                                        cudaStream_t stream);
-cudaError_t atomic_base_from_channels_f32(const float* src, float* dst, int64_t num_nodes, int C,
-                                          cudaStream_t stream);
-cudaError_t atomic_base_from_channels_f64(const double* src, double* dst, int64_t num_nodes, int C,
-                                          cudaStream_t stream);
-
 }  // extern "C"

@@ -156,6 +156,15 @@ const ScLibrary& sc_library(int64_t id) {
   return sc_libraries[id];
 }
 
+// x [N, C, D]: contiguous, or a permuted view of a contiguous [D, N, C] (component-major).
+ScStrides sc_strides(const torch::Tensor& x, const char* name) {
+  TORCH_CHECK(x.is_cuda() && x.dim() == 3, "symmetric_contraction: ", name, " must be a 3-d CUDA tensor");
+  const bool component_major = x.permute({2, 0, 1}).is_contiguous();
+  TORCH_CHECK(x.is_contiguous() || component_major,
+              "symmetric_contraction: ", name, " must be contiguous [N, C, D] or a view of a contiguous [D, N, C]");
+  return ScStrides{x.stride(0), x.stride(1), x.stride(2)};
+}
+
 }  // namespace
 
 int64_t load_sc_library(const std::string& path) {
@@ -175,7 +184,8 @@ int64_t load_sc_library(const std::string& path) {
 torch::Tensor sc_forward(int64_t id, torch::Tensor x, torch::Tensor element, torch::Tensor weight) {
   const ScLibrary& lib = sc_library(id);
   const auto t = x.scalar_type();
-  check(x, "x", 3, t); check(element, "element", 1, torch::kLong); check(weight, "weight", 3, t);
+  const ScStrides xs = sc_strides(x, "x");
+  check(element, "element", 1, torch::kLong); check(weight, "weight", 3, t);
   const int64_t n = x.size(0), C = x.size(1);
   TORCH_CHECK(x.size(2) == lib.dims.d && weight.size(1) == lib.dims.k && weight.size(2) == C,
               "symmetric_contraction: shapes do not match the compiled basis");
@@ -185,11 +195,11 @@ torch::Tensor sc_forward(int64_t id, torch::Tensor x, torch::Tensor element, tor
   auto out = torch::empty({n, lib.dims.f_out}, x.options());
   if (t == torch::kFloat) {
     ok(lib.fwd32(x.data_ptr<float>(), element.data_ptr<int64_t>(), weight.data_ptr<float>(), out.data_ptr<float>(),
-                 n, (int)C, stream));
+                 n, (int)C, xs, stream));
   } else {
     TORCH_CHECK(t == torch::kDouble, "symmetric_contraction: float32 or float64 only");
     ok(lib.fwd64(x.data_ptr<double>(), element.data_ptr<int64_t>(), weight.data_ptr<double>(),
-                 out.data_ptr<double>(), n, (int)C, stream));
+                 out.data_ptr<double>(), n, (int)C, xs, stream));
   }
   return out;
 }
@@ -198,18 +208,21 @@ torch::Tensor sc_backward(int64_t id, torch::Tensor grad_out, torch::Tensor x, t
                           torch::Tensor weight) {
   const ScLibrary& lib = sc_library(id);
   const auto t = x.scalar_type();
-  check(grad_out, "grad_out", 2, t); check(x, "x", 3, t); check(weight, "weight", 3, t);
+  check(grad_out, "grad_out", 2, t); check(weight, "weight", 3, t);
+  const ScStrides xs = sc_strides(x, "x");
   TORCH_CHECK(grad_out.size(1) == lib.dims.f_out, "symmetric_contraction backward: gradient has the wrong width");
   const c10::cuda::CUDAGuard guard(x.device());
   auto stream = c10::cuda::getCurrentCUDAStream().stream();
-  auto grad_x = torch::empty_like(x);
-  const int64_t n = x.size(0), C = x.size(1);
+  const int64_t n = x.size(0), C = x.size(1), D = x.size(2);
+  // grad_x in the layout of x: the kernel indexes both with the strides of x.
+  auto grad_x = x.is_contiguous() ? torch::empty({n, C, D}, x.options())
+                                  : torch::empty({D, n, C}, x.options()).permute({1, 2, 0});
   if (t == torch::kFloat) {
     ok(lib.bwd32(grad_out.data_ptr<float>(), x.data_ptr<float>(), element.data_ptr<int64_t>(),
-                 weight.data_ptr<float>(), grad_x.data_ptr<float>(), n, (int)C, stream));
+                 weight.data_ptr<float>(), grad_x.data_ptr<float>(), n, (int)C, xs, stream));
   } else {
     ok(lib.bwd64(grad_out.data_ptr<double>(), x.data_ptr<double>(), element.data_ptr<int64_t>(),
-                 weight.data_ptr<double>(), grad_x.data_ptr<double>(), n, (int)C, stream));
+                 weight.data_ptr<double>(), grad_x.data_ptr<double>(), n, (int)C, xs, stream));
   }
   return grad_x;
 }

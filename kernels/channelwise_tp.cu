@@ -9,7 +9,9 @@
 //   h    [N, F_in]      sender features, block b = [C, 2 l_b + 1]
 //   sh   [E, S]         spherical harmonics of the edge vector
 //   w    [E, P * C]     per-edge, per-path, per-channel weights (radial MLP output)
-//   out  [N, F_mid]     aggregated messages, path p = [C, 2 l3_p + 1]
+//   out  [N, F_mid]     aggregated messages, path p = [C, 2 l3_p + 1]; or, where generated
+//                       so, in the grouped layout of mace_fast/nn/grouped_layout.py
+//                       (the generated column expressions say which)
 // One thread block per node, one thread per channel; threads >= C only help reduce.
 // Every sum runs in a fixed order: results are bit-identical from run to run.
 
@@ -64,7 +66,6 @@ __global__ void tp_forward_kernel(
   const int c = threadIdx.x;
   if (n >= num_nodes || c >= C) return;
   constexpr int F_IN = @@F_IN@@, S = @@S@@, F_MID = @@F_MID@@, P = @@P@@;
-  (void)F_MID;
 @@ACC_DECL@@
   const int64_t begin = edge_ptr[n], end = edge_ptr[n + 1];
   // Unrolled so that the next edge's loads are issued before this edge's products: the
@@ -180,7 +181,7 @@ __global__ void tp_backward_nodes_kernel(
     const scalar_t* go = grad_out + receiver[e] * F_MID;
     const scalar_t* ye = sh + e * S;
     const scalar_t* we = w + e * (int64_t)(P * C) + c;
-@@LOAD_G@@
+@@LOAD_G_RECEIVER@@
 @@LOAD_Y@@
 @@LOAD_W@@
 @@BACKWARD_NODE@@

@@ -6,7 +6,9 @@
 // coefficient times which weight. Each thread owns one (node, channel): its D inputs, the
 // node's element's weights for that channel and its outputs stay in registers.
 //
-// Layouts: x [N, C, D]; element [N]; weight [Z, K_total, C]; out [N, F_out] ("mul_ir").
+// Layouts: x [N, C, D] with strides `xs` (and grad_x the same): contiguous, or the
+// component-major [D, N, C] of the CUDA path (mace_fast/nn/grouped_layout.py), whose loads
+// are coalesced over channels; element [N]; weight [Z, K_total, C]; out [N, F_out] ("mul_ir").
 // Plain CUDA (no torch headers); the binding is binding.cpp.
 #include <cstdint>
 #include <cuda_runtime.h>
@@ -18,12 +20,12 @@ namespace {
 template <typename scalar_t>
 __global__ void sc_forward_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ element,
                                   const scalar_t* __restrict__ weight, scalar_t* __restrict__ out,
-                                  int64_t num_nodes, int C) {
-  constexpr int D = @@D@@, K = @@K@@, F_OUT = @@F_OUT@@;
+                                  int64_t num_nodes, int C, ScStrides xs) {
+  constexpr int K = @@K@@, F_OUT = @@F_OUT@@;
   const int64_t n = blockIdx.x;
   const int c = threadIdx.x;
   if (n >= num_nodes || c >= C) return;
-  const scalar_t* xn = x + (n * C + c) * D;
+  const scalar_t* xn = x + n * xs.node + c * xs.channel;
   const scalar_t* wz = weight + element[n] * (int64_t)K * C + c;
 @@LOAD_X@@
 @@LOAD_W@@
@@ -36,12 +38,12 @@ __global__ void sc_forward_kernel(const scalar_t* __restrict__ x, const int64_t*
 template <typename scalar_t>
 __global__ void sc_backward_kernel(const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ x,
                                    const int64_t* __restrict__ element, const scalar_t* __restrict__ weight,
-                                   scalar_t* __restrict__ grad_x, int64_t num_nodes, int C) {
-  constexpr int D = @@D@@, K = @@K@@, F_OUT = @@F_OUT@@;
+                                   scalar_t* __restrict__ grad_x, int64_t num_nodes, int C, ScStrides xs) {
+  constexpr int K = @@K@@, F_OUT = @@F_OUT@@;
   const int64_t n = blockIdx.x;
   const int c = threadIdx.x;
   if (n >= num_nodes || c >= C) return;
-  const scalar_t* xn = x + (n * C + c) * D;
+  const scalar_t* xn = x + n * xs.node + c * xs.channel;
   const scalar_t* wz = weight + element[n] * (int64_t)K * C + c;
   const scalar_t* go = grad_out + n * F_OUT;
 @@LOAD_X@@
@@ -49,7 +51,7 @@ __global__ void sc_backward_kernel(const scalar_t* __restrict__ grad_out, const 
 @@LOAD_G@@
 @@GX_DECL@@
 @@BACKWARD@@
-  scalar_t* gx = grad_x + (n * C + c) * D;
+  scalar_t* gx = grad_x + n * xs.node + c * xs.channel;
 @@STORE_GX@@
 }
 
@@ -61,15 +63,15 @@ extern "C" ScDims sc_dims() { return ScDims{@@D@@, @@K@@, @@F_OUT@@}; }
 
 #define MACE_FAST_SC_INSTANTIATE(T, SUFFIX)                                                                   \
   extern "C" cudaError_t sc_forward_##SUFFIX(const T* x, const int64_t* element, const T* weight, T* out,    \
-                                             int64_t n, int C, cudaStream_t s) {                             \
+                                             int64_t n, int C, ScStrides xs, cudaStream_t s) {               \
     if (n == 0) return cudaSuccess;                                                                          \
-    sc_forward_kernel<T><<<n, threads_for(C), 0, s>>>(x, element, weight, out, n, C);                        \
+    sc_forward_kernel<T><<<n, threads_for(C), 0, s>>>(x, element, weight, out, n, C, xs);                    \
     return cudaGetLastError();                                                                               \
   }                                                                                                          \
   extern "C" cudaError_t sc_backward_##SUFFIX(const T* g, const T* x, const int64_t* element, const T* weight, \
-                                              T* grad_x, int64_t n, int C, cudaStream_t s) {                 \
+                                              T* grad_x, int64_t n, int C, ScStrides xs, cudaStream_t s) {   \
     if (n == 0) return cudaSuccess;                                                                          \
-    sc_backward_kernel<T><<<n, threads_for(C), 0, s>>>(g, x, element, weight, grad_x, n, C);                 \
+    sc_backward_kernel<T><<<n, threads_for(C), 0, s>>>(g, x, element, weight, grad_x, n, C, xs);             \
     return cudaGetLastError();                                                                               \
   }
 

@@ -193,7 +193,7 @@ class MACE(nn.Module):
                 block._radial_kernel = radial_mlp_supported(mlp)
                 if block._radial_kernel:
                     jobs.append(pool.submit(compile_trunk, mlp.sizes[:-1], self.atomic_energies.device))
-            tp_keys = pool.map(lambda block: compile_tp(block.conv_tp), tps)
+            tp_keys = pool.map(lambda block: compile_tp(block.conv_tp, block.grouped_message), tps)
             sc_keys = pool.map(compile_symmetric_contraction, scs)
             for job in jobs:
                 job.result()  # raises a build error here, where the fallback handles it

@@ -55,7 +55,7 @@ def main() -> int:
         model = MACE(ModelConfig(atomic_numbers=[1, 8], atomic_energies=[0.0, 0.0], **kw))
         sources = {}
         for i, (inter, prod) in enumerate(zip(model.interactions, model.products)):
-            sources[f"tp_{name}_{i}.cu"] = channelwise_tp_source(inter.conv_tp)
+            sources[f"tp_{name}_{i}.cu"] = channelwise_tp_source(inter.conv_tp, inter.grouped_message)
             sources[f"sc_{name}_{i}.cu"] = symmetric_contraction_source(prod.symmetric_contraction)
         jobs.append(sources)
     # The radial-MLP trunk: the usual widths and the largest supported.

@@ -126,6 +126,10 @@ class InteractionBlock(nn.Module):
         self.register_buffer("_channel_index", index, persistent=False)
         self.register_buffer("_channel_index_inverse", torch.argsort(index), persistent=False)
         self._tp_key: Optional[str] = None  # compiled CUDA kernels, on first use
+        # On the CUDA path the message of residual blocks stays in the grouped layout
+        # (mace_fast/nn/grouped_layout.py) from the tensor product to the symmetric
+        # contraction; non-residual blocks apply their element map to it in mul_ir.
+        self.grouped_message = self.residual
         self._radial_kernel = False  # the fused radial-MLP trunk applies (set with the kernels)
 
     def forward(
@@ -170,19 +174,23 @@ class InteractionBlock(nn.Module):
             weights = weights * cutoff
         if csr is None:
             message = scatter_sum(self.conv_tp(h[sender], sh, weights), receiver, num_nodes)
-        else:
-            from ..ops.channelwise_tp import compile_tp, tp_aggregate
+            return self._finish(self.linear(message), element, edge_feats, cutoff, receiver, csr, groups), sc
 
-            if self._tp_key is None:
-                self._tp_key = compile_tp(self.conv_tp)
-            message = tp_aggregate(h, sh, weights, csr, self._tp_key, self.node_feats_irreps[0][0], grad_into_w)
-        if csr is not None and not self.density:
-            # 1 / avg_num_neighbors folded into the linear map's weights: no pass over the
-            # [N, target.dim] message for it, forward or backward.
-            message = self.linear(message, scale=1.0 / self.avg_num_neighbors)
-            return self._finish(message, element, edge_feats, cutoff, receiver, csr, groups, normalised=True), sc
-        message = self.linear(message)
-        return self._finish(message, element, edge_feats, cutoff, receiver, csr, groups), sc
+        from ..ops.channelwise_tp import compile_tp, tp_aggregate
+
+        if self._tp_key is None:
+            self._tp_key = compile_tp(self.conv_tp, self.grouped_message)
+        message = tp_aggregate(h, sh, weights, csr, self._tp_key, self.node_feats_irreps[0][0], grad_into_w)
+        # 1 / avg_num_neighbors folded into the linear map's weights: no pass over the
+        # message for it, forward or backward.
+        scale = 1.0 if self.density else 1.0 / self.avg_num_neighbors
+        if self.grouped_message:
+            x = self.linear.forward_grouped(message, scale)  # [D, N, C]
+            if self.density:
+                x = x / (self.density_of(edge_feats, cutoff, receiver, csr, num_nodes) + 1).view(1, num_nodes, 1)
+            return x.permute(1, 2, 0), sc  # [N, C, D], read in place by the symmetric contraction
+        message = self.linear(message, scale=scale)
+        return self._finish(message, element, edge_feats, cutoff, receiver, csr, groups, normalised=True), sc
 
     def _finish(
         self,

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..irreps import Irrep, Irreps
 from .derived import derived
+from .grouped_layout import GroupedLayout
 
 __all__ = ["EquivariantLinear", "ElementLinear", "ElementEmbedding", "element_groups", "split_blocks"]
 
@@ -113,6 +114,84 @@ class EquivariantLinear(nn.Module):
             out = torch.einsum("nid,io->nod", xin, w)
             outs.append(out.reshape(x.shape[0], mul_out * ir.dim))
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+
+    def forward_grouped(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """The same map from the grouped layout (:mod:`~mace_fast.nn.grouped_layout`), for
+        output blocks of equal multiplicity ``C``: ``x [N, irreps_in.dim] -> [D, N, C]``,
+        ``D = irreps_out.dim / C``. Output block ``k`` is rows ``[2l+1, N, C]`` of the result,
+        so ``result.permute(1, 2, 0)`` is the per-channel ``[N, C, D]``.
+
+        One batched matrix product per output block, on views: no copy of the input or the
+        output. Its backward gives the input's gradient in the grouped layout and is not
+        itself differentiable (the CUDA path is differentiated once).
+        """
+        layout = self.__dict__.get("_grouped_layout")
+        if layout is None:
+            if len({mul for mul, _ in self.irreps_out}) != 1:
+                raise ValueError(f"forward_grouped needs output blocks of equal multiplicity, got {self.irreps_out}")
+            layout = self.__dict__["_grouped_layout"] = GroupedLayout(self.irreps_in)
+        plan = []  # per output block: (its group or None, first row, 2l+1)
+        row = 0
+        for _, ir in self.irreps_out:
+            plan.append((next((g for g, grp in enumerate(layout.groups) if grp.ir == ir), None), row, ir.dim))
+            row += ir.dim
+        weights = []
+        for k, w in enumerate(self.weights):
+            name = f"w{k}" if scale == 1.0 else f"w{k}*{scale!r}"
+            weights.append(derived(self, name, [w], lambda w=w: w * (scale / math.sqrt(max(w.shape[0], 1)))))
+        return _GroupedLinear.apply(x, layout, plan, *weights)
+
+
+class _GroupedLinear(torch.autograd.Function):
+    """``x [N, F_in]`` (grouped) ``-> [D, N, C]``: output block ``k``, rows ``row_k`` to
+    ``row_k + 2l+1``, is ``group_k [2l+1, N, F] @ w_k [F, C]`` (zero without a group)."""
+
+    @staticmethod
+    def forward(ctx, x, layout, plan, *weights):
+        n, channels = x.shape[0], weights[0].shape[1]
+        out = x.new_empty(plan[-1][1] + plan[-1][2], n, channels)
+        for (g, row, dim), w in zip(plan, weights):
+            if g is None:
+                out[row : row + dim].zero_()
+            else:  # batched over the components; w broadcast (batch stride 0)
+                torch.bmm(layout.components(x, g), w.expand(dim, *w.shape), out=out[row : row + dim])
+        ctx.save_for_backward(x, *weights)
+        ctx.layout, ctx.plan = layout, plan
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if torch.is_grad_enabled():
+            raise RuntimeError("the grouped linear map has no double backward (training uses the torch path)")
+        x, *weights = ctx.saved_tensors
+        layout = ctx.layout
+        grad_out = grad_out.contiguous()
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.empty_like(x)
+            written = set()
+            for (g, row, dim), w in zip(ctx.plan, weights):
+                if g is None:
+                    continue
+                target = layout.components(grad_x, g)  # written in place, [2l+1, N, F]
+                w_t = w.t().expand(dim, w.shape[1], w.shape[0])
+                if g in written:  # two output blocks of one irrep read the same group
+                    target.baddbmm_(grad_out[row : row + dim], w_t)
+                else:
+                    torch.bmm(grad_out[row : row + dim], w_t, out=target)
+                    written.add(g)
+            for g in range(len(layout.groups)):
+                if g not in written:  # a group no output reads
+                    layout.components(grad_x, g).zero_()
+        grad_weights = []
+        for k, ((g, row, dim), w) in enumerate(zip(ctx.plan, weights)):
+            if not ctx.needs_input_grad[3 + k]:
+                grad_weights.append(None)
+            elif g is None:
+                grad_weights.append(torch.zeros_like(w))
+            else:  # sum over components and nodes
+                grad_weights.append(torch.bmm(layout.components(x, g).transpose(1, 2), grad_out[row : row + dim]).sum(0))
+        return (grad_x, None, None, *grad_weights)
 
 
 class ElementLinear(nn.Module):

@@ -86,9 +86,6 @@ def load_library(width: int, num_sh: int) -> ctypes.CDLL:
             fwd.argtypes, fwd.restype = [_P] * 6 + tail, ctypes.c_int
             bwd = getattr(lib, f"atomic_base_backward_{suffix}")
             bwd.argtypes, bwd.restype = [_P] * 8 + tail, ctypes.c_int
-            for name in ("to_channels", "from_channels"):
-                fn = getattr(lib, f"atomic_base_{name}_{suffix}")
-                fn.argtypes, fn.restype = [_P, _P, ctypes.c_int64, ctypes.c_int, _P], ctypes.c_int
         if (lib.atomic_base_width(), lib.atomic_base_num_sh()) != (width, num_sh):
             raise RuntimeError(f"internal: atomic_base library for {(width, num_sh)} reports other sizes")
         _LIBS[(width, num_sh)] = lib
@@ -149,45 +146,6 @@ def _backward(ctx, grad_base):
 
 
 _atomic_base.register_autograd(_backward, setup_context=_setup)
-
-
-@torch.library.custom_op("mace_fast::base_transpose", mutates_args=())
-def _transpose(x: torch.Tensor, width: int, to_channels: bool) -> torch.Tensor:
-    """``[S, N, C] -> [N, C, S]`` (``to_channels``) or back, by the ``(width, S)`` library."""
-    if to_channels:
-        num_sh, num_nodes, channels = x.shape
-        out = x.new_empty(num_nodes, channels, num_sh)
-    else:
-        num_nodes, channels, num_sh = x.shape
-        out = x.new_empty(num_sh, num_nodes, channels)
-    if out.numel() > 0:
-        name = "atomic_base_to_channels" if to_channels else "atomic_base_from_channels"
-        launch(load_library(width, num_sh), name, x, _ptr(x), _ptr(out), num_nodes, channels)
-    return out
-
-
-@_transpose.register_fake
-def _(x, width, to_channels):
-    order = (1, 2, 0) if to_channels else (2, 0, 1)
-    return x.new_empty(*(x.shape[i] for i in order))
-
-
-def _transpose_setup(ctx, inputs, output):
-    ctx.width, ctx.to_channels = inputs[1], inputs[2]
-
-
-_transpose.register_autograd(
-    lambda ctx, grad: (_transpose(grad.contiguous(), ctx.width, not ctx.to_channels), None, None),
-    setup_context=_transpose_setup,
-)
-
-
-def to_channels(x: torch.Tensor, width: int) -> torch.Tensor:
-    """``[S, N, C] -> [N, C, S]`` (``x.permute(1, 2, 0)`` made contiguous) by the kernel of the
-    ``(width, S)`` library; differentiable. A torch copy costs several times more backwards."""
-    if not x.is_cuda:
-        return x.permute(1, 2, 0).contiguous()
-    return _transpose(x.contiguous(), int(width), True)
 
 
 def atomic_base(
@@ -381,4 +339,6 @@ def first_message(
             out = out.index_copy(1, atoms, torch.bmm(base.index_select(1, atoms), tables[q]))
     if density is not None:
         out = out / (density + 1).reshape(1, num_nodes, 1)
-    return to_channels(out, radial.shape[1])  # [N, C, S]: the per-channel layout
+    # [N, C, S], the per-channel layout, as a view: the symmetric contraction reads the
+    # component-major [S, N, C] in place.
+    return out.permute(1, 2, 0)

@@ -72,9 +72,13 @@ _LIBRARY: Dict[str, int] = {}
 _OUT_DIM: Dict[str, int] = {}
 
 
-def compile_tp(tp: ChannelwiseTensorProduct) -> str:
-    """Compile (or find cached) the kernels for ``tp``'s paths; returns the key the op takes."""
-    path = compile_shared("mace_fast_tp", channelwise_tp_source(tp), "channelwise_tp.h")
+def compile_tp(tp: ChannelwiseTensorProduct, grouped: bool = False) -> str:
+    """Compile (or find cached) the kernels for ``tp``'s paths; returns the key the op takes.
+
+    ``grouped``: kernels whose message is in the grouped layout
+    (:mod:`mace_fast.nn.grouped_layout`), not ``mul_ir``.
+    """
+    path = compile_shared("mace_fast_tp", channelwise_tp_source(tp, grouped), "channelwise_tp.h")
     key = path.stem
     if key not in _LIBRARY:
         _LIBRARY[key] = binding().load_library(str(path))
@@ -158,7 +162,8 @@ def tp_aggregate(
     h: torch.Tensor, sh: torch.Tensor, w: torch.Tensor, csr: EdgeCSR, key: str, channels: int,
     grad_into_w: bool = False,
 ) -> torch.Tensor:
-    """``h [N, F_in], sh [E, S], w [E, P*C] -> [N, F_mid]`` (see module docstring).
+    """``h [N, F_in], sh [E, S], w [E, P*C] -> [N, F_mid]`` (see module docstring), in the
+    grouped layout where the kernels were compiled ``grouped``.
 
     ``grad_into_w``: the backward writes the weights' gradient over ``w`` instead of a new
     ``[E, P*C]`` tensor (the largest in the model). Only for a graph differentiated once,
@@ -167,7 +172,8 @@ def tp_aggregate(
     set it only where the weights of an edge and of its reverse are equal (a function of
     the edge length, as MACE's radial MLP is).
     """
-    return _tp_aggregate(
+    out = _tp_aggregate(
         h.contiguous(), sh.contiguous(), w.contiguous(), csr.sender, csr.receiver, csr.edge_ptr,
         csr.sender_perm, csr.sender_ptr, key, channels, grad_into_w, csr.symmetric,
     )
+    return out

@@ -14,6 +14,7 @@ from typing import Dict, List, Tuple
 import torch
 
 from ..irreps import Irreps
+from ..nn.grouped_layout import GroupedLayout
 from ..nn.tensor_product import ChannelwiseTensorProduct
 from .build import kernel_source
 
@@ -42,8 +43,12 @@ def _sum(terms: List[str]) -> str:
     return " + ".join(terms) if terms else "scalar_t(0)"
 
 
-def channelwise_tp_source(tp: ChannelwiseTensorProduct) -> str:
-    """Complete CUDA/C++ source (kernels + bindings) for the paths of ``tp``."""
+def channelwise_tp_source(tp: ChannelwiseTensorProduct, grouped: bool = False) -> str:
+    """Complete CUDA/C++ source (kernels + bindings) for the paths of ``tp``.
+
+    ``grouped``: the aggregated message (and its gradient) in the grouped layout of
+    :mod:`mace_fast.nn.grouped_layout` instead of ``mul_ir``.
+    """
     irreps_in: Irreps = tp.irreps_in1
     in_off = [s.start for s in irreps_in.slices()]
     in_dim = [ir.dim for _, ir in irreps_in]
@@ -63,13 +68,22 @@ def channelwise_tp_source(tp: ChannelwiseTensorProduct) -> str:
             L["LOAD_X"].append(f"    const scalar_t x{b}_{m} = hs[{in_off[b]} + c * {in_dim[b]} + {m}];")
     for m in range(S):
         L["LOAD_Y"].append(f"    const scalar_t y{m} = ye[{m}];")
+    layout = GroupedLayout(tp.irreps_out) if grouped else None
+
+    def mid(k: int, m3: int) -> str:
+        """Column of path ``k``'s component ``m3`` of channel ``c`` in a message row."""
+        if layout is None:
+            return f"c * {d3[k]} + {o_p[k] + m3}"
+        return f"c + {layout.column(paths[k].i_out, m3)}"
+
     for k in range(len(paths)):
         L["LOAD_W"].append(f"    const scalar_t w{k} = we[{k} * C];")
         for m3 in range(d3[k]):
             L["ACC_DECL"].append(f"  scalar_t acc{k}_{m3} = 0;")
-            L["STORE_ACC"].append(f"  o[{o_p[k]} + c * {d3[k]} + {m3}] = acc{k}_{m3};")
-            L["LOAD_G"].append(f"  const scalar_t g{k}_{m3} = go[{o_p[k]} + c * {d3[k]} + {m3}];")
-            L["LOAD_GJ"].append(f"      const scalar_t gr{k}_{m3} = gj[{o_p[k]} + c * {d3[k]} + {m3}];")
+            L["STORE_ACC"].append(f"  o[{mid(k, m3)}] = acc{k}_{m3};")
+            L["LOAD_G"].append(f"  const scalar_t g{k}_{m3} = go[{mid(k, m3)}];")
+            L["LOAD_G_RECEIVER"].append(f"    const scalar_t g{k}_{m3} = go[{mid(k, m3)}];")
+            L["LOAD_GJ"].append(f"      const scalar_t gr{k}_{m3} = gj[{mid(k, m3)}];")
 
     for k, (p, entries) in enumerate(zip(paths, sparse)):
         b = p.i_in1
@@ -98,8 +112,6 @@ def channelwise_tp_source(tp: ChannelwiseTensorProduct) -> str:
             L["GX_DECL"].append(f"  scalar_t gx{b}_{m} = 0;")
             L["STORE_GX"].append(f"  gh[{in_off[b]} + c * {in_dim[b]} + {m}] = gx{b}_{m};")
     L["GY_DECL"].append(f"    scalar_t gy[{S}] = {{0}};")
-    # Inside the nodes kernel the gradient rows change per edge: indent the same loads.
-    load_g_edge = [line.replace("  const", "    const", 1) for line in L["LOAD_G"]]
 
     values = {
         "F_IN": str(irreps_in.dim),
@@ -107,11 +119,7 @@ def channelwise_tp_source(tp: ChannelwiseTensorProduct) -> str:
         "F_MID": str(tp.irreps_out.dim),
         "P": str(len(paths)),
     }
-    source = kernel_source("channelwise_tp.cu")
-    # LOAD_G appears twice: before the edge loop (edges kernel) and inside it (nodes kernel).
-    first, rest = source.split("@@LOAD_G@@", 1)
-    source = first + "\n".join(L.pop("LOAD_G")) + rest.replace("@@LOAD_G@@", "\n".join(load_g_edge))
-    return _fill(source, values, L, "channelwise_tp.cu")
+    return _fill(kernel_source("channelwise_tp.cu"), values, L, "channelwise_tp.cu")
 
 
 def symmetric_contraction_source(sc) -> str:
@@ -143,9 +151,9 @@ def symmetric_contraction_source(sc) -> str:
 
     L: Dict[str, List[str]] = defaultdict(list)
     for i in range(dim):
-        L["LOAD_X"].append(f"  const scalar_t x{i} = xn[{i}];")
+        L["LOAD_X"].append(f"  const scalar_t x{i} = xn[{i} * xs.component];")
         L["GX_DECL"].append(f"  scalar_t gx{i} = 0;")
-        L["STORE_GX"].append(f"  gx[{i}] = gx{i};")
+        L["STORE_GX"].append(f"  gx[{i} * xs.component] = gx{i};")
     for kk in range(k_total):
         L["LOAD_W"].append(f"  const scalar_t w{kk} = wz[{kk} * C];")
     for b, (_, ir) in enumerate(sc.irreps_out):

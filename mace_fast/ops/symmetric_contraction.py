@@ -68,5 +68,11 @@ _symmetric_contraction.register_autograd(_backward, setup_context=_setup)
 
 
 def symmetric_contraction(x: torch.Tensor, element: torch.Tensor, weight: torch.Tensor, key: str) -> torch.Tensor:
-    """``x [N, C, D], element [N], weight [Z, K_total, C] -> [N, F_out]`` (weight: no gradient)."""
-    return _symmetric_contraction(x.contiguous(), element.contiguous(), weight.detach().contiguous(), key)
+    """``x [N, C, D], element [N], weight [Z, K_total, C] -> [N, F_out]`` (weight: no gradient).
+
+    ``x`` is read in place when contiguous or component-major (``x.permute(2, 0, 1)``
+    contiguous, as the CUDA path's interactions give it); its gradient has the same layout.
+    """
+    if not (x.is_contiguous() or x.permute(2, 0, 1).is_contiguous()):
+        x = x.contiguous()
+    return _symmetric_contraction(x, element.contiguous(), weight.detach().contiguous(), key)

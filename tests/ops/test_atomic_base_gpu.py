@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mace_fast.ops.atomic_base import atomic_base, atomic_base_reference, to_channels
+from mace_fast.ops.atomic_base import atomic_base, atomic_base_reference
 from mace_fast.step import capture_cuda_graph
 
 pytestmark = pytest.mark.gpu
@@ -54,17 +54,6 @@ def test_matches_reference(rng, dtype, width, num_sh, slots):
     again_grads = torch.autograd.grad(again, inputs, g.to(dtype))
     assert torch.equal(got, again)
     assert all(torch.equal(a, b) for a, b in zip(got_grads, again_grads))
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("num_sh, channels", [(16, 128), (9, 24), (4, 400)])
-def test_to_channels_is_the_permutation(rng, dtype, num_sh, channels):
-    x = torch.randn(num_sh, 53, channels, generator=rng, dtype=dtype).cuda().requires_grad_(True)
-    g = torch.randn(53, channels, num_sh, generator=rng, dtype=dtype).cuda()
-    got = to_channels(x, 8)
-    assert got.is_contiguous() and torch.equal(got, x.permute(1, 2, 0))
-    (grad,) = torch.autograd.grad(got, x, g)
-    assert torch.equal(grad, g.permute(2, 0, 1))
 
 
 def test_cuda_graph(rng):

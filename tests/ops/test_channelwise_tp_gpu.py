@@ -19,6 +19,7 @@ from mace_fast import MACE, ModelConfig
 from mace_fast import keys as K
 from mace_fast.data.graph import ElementTable, build_graph
 from mace_fast.irreps import Irreps
+from mace_fast.nn.grouped_layout import GroupedLayout
 from mace_fast.nn.interaction import scatter_sum
 from mace_fast.nn.tensor_product import ChannelwiseTensorProduct
 
@@ -36,9 +37,15 @@ def rel(a, b):
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
+def _message_layout(tp, grouped):
+    """The kernels' message layout: mul_ir [N, F] as is, or flattened to the grouped layout."""
+    return GroupedLayout(tp.irreps_out).from_mul_ir if grouped else (lambda x: x)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_tp_aggregate_matches_reference(case, dtype):
+def test_tp_aggregate_matches_reference(case, dtype, grouped):
     from mace_fast.ops.channelwise_tp import compile_tp, edge_csr, tp_aggregate
 
     hidden, lmax = CASES[case]
@@ -47,7 +54,8 @@ def test_tp_aggregate_matches_reference(case, dtype):
     sh_irreps = Irreps.spherical_harmonics(lmax)
     target = Irreps([(c, ir) for _, ir in sh_irreps])
     tp = ChannelwiseTensorProduct(irreps_in, sh_irreps, target).cuda()
-    key = compile_tp(tp)
+    key = compile_tp(tp, grouped)
+    layout = _message_layout(tp, grouped)
     n, e = 57, 800
     dev = "cuda"
     receiver = torch.sort(torch.randint(0, n, (e,), device=dev)).values
@@ -60,7 +68,7 @@ def test_tp_aggregate_matches_reference(case, dtype):
     h = torch.randn(n, irreps_in.dim, device=dev, dtype=torch.float64, requires_grad=True)
     sh = torch.randn(e, sh_irreps.dim, device=dev, dtype=torch.float64, requires_grad=True)
     w = torch.randn(e, tp.weight_numel, device=dev, dtype=torch.float64, requires_grad=True)
-    ref = scatter_sum(tp.to(torch.float64)(h[sender], sh, w), receiver, n)
+    ref = layout(scatter_sum(tp.to(torch.float64)(h[sender], sh, w), receiver, n))
     g = torch.randn_like(ref)
     ref_grads = torch.autograd.grad(ref, (h, sh, w), g)
     inputs = [t.detach().to(dtype).requires_grad_(True) for t in (h, sh, w)]
@@ -83,9 +91,10 @@ def test_tp_aggregate_matches_reference(case, dtype):
         assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("grouped", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", ["l1_in_l3", "l2_in_l3"])
-def test_symmetric_graph_one_pass_backward(case, dtype):
+def test_symmetric_graph_one_pass_backward(case, dtype, grouped):
     """On a full neighbour list, with weights a function of the edge length and true
     harmonics, the one-pass backward (feature gradient from each receiver's incoming edges)
     matches autograd of the reference and the two-pass backward; when the flag is 0 the
@@ -98,7 +107,8 @@ def test_symmetric_graph_one_pass_backward(case, dtype):
     c = irreps_in[0][0]
     sh_irreps = Irreps.spherical_harmonics(lmax)
     tp = ChannelwiseTensorProduct(irreps_in, sh_irreps, Irreps([(c, ir) for _, ir in sh_irreps])).cuda().double()
-    key = compile_tp(tp)
+    key = compile_tp(tp, grouped)
+    layout = _message_layout(tp, grouped)
     rng = np.random.default_rng()
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((3, 3, 3))
     atoms.positions += rng.normal(0, 0.1, atoms.positions.shape)
@@ -118,7 +128,7 @@ def test_symmetric_graph_one_pass_backward(case, dtype):
     sh = spherical_harmonics(vec, lmax)
     h = torch.tensor(rng.normal(size=(n, irreps_in.dim)), device="cuda", requires_grad=True)
     sh, w = sh.detach().requires_grad_(True), w.detach().requires_grad_(True)
-    ref = scatter_sum(tp(h[sender], sh, w), receiver, n)
+    ref = layout(scatter_sum(tp(h[sender], sh, w), receiver, n))
     grad = torch.randn_like(ref)
     want = torch.autograd.grad(ref, (h, sh, w), grad)
     inputs = [t.detach().to(dtype).requires_grad_(True) for t in (h, sh, w)]
@@ -160,6 +170,9 @@ MODELS = {
     "density_zbl": dict(hidden="16x0e+16x1o", interaction="RealAgnosticDensityResidualInteractionBlock",
                         interaction_first="RealAgnosticDensityInteractionBlock", pair_repulsion=True),
     "plain_first": dict(hidden="16x0e+16x1o", interaction_first="RealAgnosticInteractionBlock"),
+    # non-residual blocks after the first: their message stays mul_ir on the CUDA path
+    "all_plain": dict(hidden="16x0e+16x1o", interaction="RealAgnosticInteractionBlock",
+                      interaction_first="RealAgnosticInteractionBlock"),
 }
 
 

@@ -22,9 +22,10 @@ def rel(a, b):
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
+@pytest.mark.parametrize("component_major", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_kernel_matches_reference(case, dtype):
+def test_kernel_matches_reference(case, dtype, component_major):
     irreps_in, irreps_out, corr = CASES[case]
     num_elements = 3
     sc = SymmetricContraction(Irreps(irreps_in), Irreps(irreps_out), corr, num_elements).double().cuda()
@@ -35,9 +36,13 @@ def test_kernel_matches_reference(case, dtype):
     g = torch.randn_like(ref)
     (ref_grad,) = torch.autograd.grad(ref, x, g)
     fast = sc.to(dtype)
-    xin = x.detach().to(dtype).requires_grad_(True)
+    xin = x.detach().to(dtype)
+    if component_major:  # [N, C, D] viewed from a contiguous [D, N, C], as the CUDA path gives it
+        xin = xin.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+    xin.requires_grad_(True)
     out = fast(xin, element, use_kernels=True)
     (grad,) = torch.autograd.grad(out, xin, g.to(dtype))
+    assert grad.stride() == xin.stride()
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     assert rel(out, ref) < tol and rel(grad, ref_grad) < tol
     assert torch.equal(out, fast(xin, element, use_kernels=True))
