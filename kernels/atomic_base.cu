@@ -73,11 +73,21 @@ __global__ void __launch_bounds__(32 * kWarps) backward_kernel(const T* __restri
                                                                const int64_t* __restrict__ edge_ptr,
                                                                const int32_t* __restrict__ slot,
                                                                T* __restrict__ grad_radial, T* __restrict__ grad_sh,
-                                                               int64_t num_nodes, int num_slots) {
+                                                               int64_t num_nodes, int num_slots, int64_t num_edges) {
   const int64_t node = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (node >= num_nodes) return;
   const int64_t begin = edge_ptr[node], end = edge_ptr[node + 1];
+  // Edges before the first receiver's range or after the last one's (none in a valid CSR)
+  // get zero gradients here, so that the outputs need no zero fill.
+  for (int side = 0; side < 2; ++side) {
+    if (node != (side == 0 ? 0 : num_nodes - 1)) continue;
+    const int64_t lo = side == 0 ? 0 : end, hi = side == 0 ? begin : num_edges;
+    for (int64_t e = lo; e < hi; ++e) {
+      for (int k = lane; k < K; k += 32) grad_radial[e * K + k] = T(0);
+      if (lane < S) grad_sh[e * S + lane] = T(0);
+    }
+  }
   const int64_t row = int64_t(num_slots) * K;
   for (int q = 0; q < num_slots; ++q) {
     T g[S][KJ];  // this slot's gradient block, held for all its edges
@@ -139,10 +149,11 @@ extern "C" int atomic_base_num_sh() { return S; }
   }                                                                                                             \
   extern "C" cudaError_t atomic_base_backward_##SUFFIX(                                                         \
       const T* grad_base, const T* radial, const T* sh, const int64_t* sender, const int64_t* edge_ptr,         \
-      const int32_t* slot, T* grad_radial, T* grad_sh, int64_t num_nodes, int num_slots, cudaStream_t stream) { \
+      const int32_t* slot, T* grad_radial, T* grad_sh, int64_t num_nodes, int num_slots, int64_t num_edges,     \
+      cudaStream_t stream) {                                                                                    \
     if (num_nodes > 0)                                                                                          \
       backward_kernel<T><<<blocks_for(num_nodes), 32 * kWarps, 0, stream>>>(                                    \
-          grad_base, radial, sh, sender, edge_ptr, slot, grad_radial, grad_sh, num_nodes, num_slots);           \
+          grad_base, radial, sh, sender, edge_ptr, slot, grad_radial, grad_sh, num_nodes, num_slots, num_edges); \
     return cudaGetLastError();                                                                                  \
   }
 

@@ -21,14 +21,15 @@ cudaError_t atomic_base_forward_f64(const double* radial, const double* sh, cons
                                     const int64_t* edge_ptr, const int32_t* slot, double* base, int64_t num_nodes,
                                     int num_slots, cudaStream_t stream);
 
-// grad_base [S, N, num_slots * K] -> grad_radial [E, K], grad_sh [E, S].
+// grad_base [S, N, num_slots * K] -> grad_radial [E, K], grad_sh [E, S] (all E = num_edges
+// rows written: zero for edges outside every receiver's range).
 cudaError_t atomic_base_backward_f32(const float* grad_base, const float* radial, const float* sh,
                                      const int64_t* sender, const int64_t* edge_ptr, const int32_t* slot,
                                      float* grad_radial, float* grad_sh, int64_t num_nodes, int num_slots,
-                                     cudaStream_t stream);
+                                     int64_t num_edges, cudaStream_t stream);
 cudaError_t atomic_base_backward_f64(const double* grad_base, const double* radial, const double* sh,
                                      const int64_t* sender, const int64_t* edge_ptr, const int32_t* slot,
                                      double* grad_radial, double* grad_sh, int64_t num_nodes, int num_slots,
-                                     cudaStream_t stream);
+                                     int64_t num_edges, cudaStream_t stream);
 
 }  // extern "C"

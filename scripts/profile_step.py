@@ -2,6 +2,7 @@
 """Where one energy+forces step of MP-medium spends its GPU time (torch profiler table).
 
     python scripts/profile_step.py --system si8 --backend cuda
+    python scripts/profile_step.py --system si16 --graph   # the captured step's kernels
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mace_fast import MACE, ModelConfig  # noqa: E402
 from mace_fast import keys as K  # noqa: E402
 from mace_fast.data.graph import ElementTable, build_graph  # noqa: E402
+from mace_fast.nn.linear import element_groups  # noqa: E402
+from mace_fast.step import capture_cuda_graph  # noqa: E402
 from scripts.benchmark import system  # noqa: E402
 
 
@@ -29,32 +32,51 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--host", action="store_true", help="sort by host (CPU) time: where launch overhead goes")
     parser.add_argument("--ops", action="store_true", help="GPU time per torch operator and input shapes")
+    parser.add_argument("--graph", action="store_true", help="profile the step captured as a CUDA graph (kernels only)")
+    parser.add_argument("--steps", type=int, default=1, help="steps profiled back to back (times are totals)")
+    parser.add_argument("--converted", action="store_true",
+                        help="the benchmark's model: a random mace-torch MP-medium (89 elements), converted")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
-    z = [14]
-    cfg = ModelConfig(atomic_numbers=z, atomic_energies=[0.0], r_max=6.0, num_bessel=10, hidden_irreps="128x0e+128x1o",
-                      radial_mlp=[64, 64, 64], avg_num_neighbors=40.0)
-    model = MACE(cfg, backend=args.backend).to(dtype).cuda()
+    if args.converted:
+        from mace_fast.interop.mace_torch import convert_mace_model
+        from tests.interop.mace_models import build_mace_torch_model
+
+        model = convert_mace_model(build_mace_torch_model("mp_medium")).set_backend(args.backend).to(dtype).cuda()
+        z = model.config.atomic_numbers
+    else:
+        z = [14]
+        cfg = ModelConfig(atomic_numbers=z, atomic_energies=[0.0], r_max=6.0, num_bessel=10,
+                          hidden_irreps="128x0e+128x1o", radial_mlp=[64, 64, 64], avg_num_neighbors=40.0)
+        model = MACE(cfg, backend=args.backend).to(dtype).cuda()
     for p in model.parameters():
         p.requires_grad_(False)
     atoms = system(args.system, np.random.default_rng(0))
     g = build_graph(atoms.positions, atoms.numbers, np.asarray(atoms.cell), atoms.pbc, 6.0, ElementTable(z), dtype)
     g = {k: v.cuda() for k, v in g.items()}
+    groups = element_groups(g[K.ELEMENT_INDEX])  # given, so that the step has no host sync
+    step = lambda: model(g, groups=groups)[K.FORCES]  # noqa: E731
+    if args.graph:
+        graph, _ = capture_cuda_graph(step)
+        step = graph.replay
     for _ in range(3):
-        model(g)[K.FORCES]
+        step()
     torch.cuda.synchronize()
-    host = args.host or args.ops
+    host = (args.host or args.ops) and not args.graph
     acts = [torch.profiler.ProfilerActivity.CUDA] + ([torch.profiler.ProfilerActivity.CPU] if host else [])
-    with torch.profiler.profile(activities=acts, record_shapes=args.ops) as prof:
-        model(g)[K.FORCES]
+    with torch.profiler.profile(activities=acts, record_shapes=host) as prof:
+        for _ in range(args.steps):
+            step()
         torch.cuda.synchronize()
-    if args.ops:  # operators (with their shapes) by the GPU time of the kernels they launch
+    if host and args.ops:  # operators (with their shapes) by the GPU time of the kernels they launch
         table = prof.key_averages(group_by_input_shape=True).table(
             sort_by="self_cuda_time_total", row_limit=args.rows, max_name_column_width=40, max_shapes_column_width=90)
     else:
         key = "self_cpu_time_total" if args.host else "cuda_time_total"
         table = prof.key_averages().table(sort_by=key, row_limit=args.rows, max_name_column_width=60)
     print(table)
+    kernels = sum(e.device_time_total for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    print(f"GPU kernel time per step: {kernels / 1e3 / args.steps:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def load_library(width: int, num_sh: int) -> ctypes.CDLL:
             fwd = getattr(lib, f"atomic_base_forward_{suffix}")
             fwd.argtypes, fwd.restype = [_P] * 6 + tail, ctypes.c_int
             bwd = getattr(lib, f"atomic_base_backward_{suffix}")
-            bwd.argtypes, bwd.restype = [_P] * 8 + tail, ctypes.c_int
+            bwd.argtypes, bwd.restype = [_P] * 8 + [ctypes.c_int64, ctypes.c_int, ctypes.c_int64, _P], ctypes.c_int
         if (lib.atomic_base_width(), lib.atomic_base_num_sh()) != (width, num_sh):
             raise RuntimeError(f"internal: atomic_base library for {(width, num_sh)} reports other sizes")
         _LIBS[(width, num_sh)] = lib
@@ -115,13 +115,15 @@ def _atomic_base_backward(
     grad_base: torch.Tensor, radial: torch.Tensor, sh: torch.Tensor, sender: torch.Tensor, edge_ptr: torch.Tensor,
     slot: torch.Tensor, num_slots: int,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    # Edges outside every receiver's range (none in a valid CSR) would keep garbage: zero-fill.
-    grad_radial, grad_sh = torch.zeros_like(radial), torch.zeros_like(sh)
-    num_nodes = edge_ptr.numel() - 1
-    if num_nodes > 0 and radial.shape[0] > 0:
+    num_nodes, num_edges = edge_ptr.numel() - 1, radial.shape[0]
+    if num_nodes == 0:  # no receivers: no edge carries gradient
+        return torch.zeros_like(radial), torch.zeros_like(sh)
+    # The kernel writes every edge's row (zero outside the receivers' ranges).
+    grad_radial, grad_sh = torch.empty_like(radial), torch.empty_like(sh)
+    if num_edges > 0:
         launch(load_library(radial.shape[1], sh.shape[1]), "atomic_base_backward", radial, _ptr(grad_base),
                _ptr(radial), _ptr(sh), _ptr(sender), _ptr(edge_ptr), _ptr(slot), _ptr(grad_radial), _ptr(grad_sh),
-               num_nodes, num_slots)
+               num_nodes, num_slots, num_edges)
     return grad_radial, grad_sh
 
 

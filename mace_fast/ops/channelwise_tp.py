@@ -42,9 +42,10 @@ class EdgeCSR:
 
 def edge_csr(edge_index: torch.Tensor, edge_ptr: torch.Tensor, num_nodes: int) -> EdgeCSR:
     sender, receiver = edge_index[0].contiguous(), edge_index[1].contiguous()
-    ordered, perm = torch.sort(sender, stable=True)
+    # 32-bit keys: a radix sort of half the passes of int64 ones (node indices fit).
+    ordered, perm = torch.sort(sender.to(torch.int32), stable=True)
     # searchsorted, not bincount: no host synchronisation (keeps the step graph-capturable)
-    nodes = torch.arange(num_nodes + 1, device=sender.device, dtype=sender.dtype)
+    nodes = torch.arange(num_nodes + 1, device=sender.device, dtype=torch.int32)
     sender_ptr = torch.searchsorted(ordered, nodes)
     return EdgeCSR(sender, receiver, edge_ptr.contiguous(), perm, sender_ptr)
 

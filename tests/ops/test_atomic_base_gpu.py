@@ -128,3 +128,33 @@ def test_captured_tables_survive_other_compositions(rng, monkeypatch):
     torch.cuda.synchronize()
     # cuBLAS may pick other algorithms inside a capture: close, not necessarily equal bits
     assert rel(forces, want) < 1e-12
+
+
+@pytest.mark.parametrize("n", [1, 37])
+def test_edges_outside_every_range_get_zero_gradients(rng, n):
+    """Edges before the first receiver's range and after the last one's carry no gradient
+    (the kernel writes them; the outputs are not zero-filled first). Freed NaN blocks of the
+    same size are left in the allocator's cache so that stale memory would show."""
+    e, width, num_sh, before, after = 500, 40, 9, 5, 7
+    inside = torch.sort(torch.randint(0, n, (e - before - after,), generator=rng)).values
+    edge_ptr = torch.full((n + 1,), before, dtype=torch.long)
+    edge_ptr[1:] += torch.cumsum(torch.bincount(inside, minlength=n), 0)
+    receiver = torch.cat([inside.new_zeros(before), inside, inside.new_full((after,), n - 1)])
+    sender = torch.randint(0, n, (e,), generator=rng)
+    slot = torch.zeros(n, dtype=torch.int32)
+    radial = torch.randn(e, width, generator=rng, dtype=torch.float64).cuda().requires_grad_(True)
+    sh = torch.randn(e, num_sh, generator=rng, dtype=torch.float64).cuda().requires_grad_(True)
+    sender, receiver, edge_ptr, slot = sender.cuda(), receiver.cuda(), edge_ptr.cuda(), slot.cuda()
+    keep = torch.zeros(e, 1, dtype=torch.float64, device="cuda")
+    keep[before : e - after] = 1
+    want = atomic_base_reference(radial * keep, sh, sender, receiver, slot, n, 1)
+    g = torch.randn(want.shape, generator=rng, dtype=torch.float64).cuda()
+    want_grads = torch.autograd.grad(want, (radial, sh), g)
+    stale = [torch.full_like(radial, float("nan")), torch.full_like(sh, float("nan"))]
+    del stale
+    got = atomic_base(radial, sh, sender, edge_ptr, slot, 1)
+    got_grads = torch.autograd.grad(got, (radial, sh), g)
+    assert rel(got, want) < 1e-13
+    for a, b in zip(got_grads, want_grads):
+        assert torch.isfinite(a).all() and rel(a, b) < 1e-13
+        assert (a[:before] == 0).all() and (a[e - after :] == 0).all()
