@@ -109,11 +109,15 @@ class EquivariantLinear(nn.Module):
             if xin is None:
                 outs.append(x.new_zeros(x.shape[0], mul_out * ir.dim))
                 continue
-            name = f"w{k}" if scale == 1.0 else f"w{k}*{scale!r}"
-            w = derived(self, name, [w], lambda w=w: w * (scale / math.sqrt(w.shape[0])))
-            out = torch.einsum("nid,io->nod", xin, w)
+            out = torch.einsum("nid,io->nod", xin, self._scaled_weight(k, scale))
             outs.append(out.reshape(x.shape[0], mul_out * ir.dim))
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+
+    def _scaled_weight(self, k: int, scale: float) -> torch.Tensor:
+        """``weights[k] * scale / sqrt(fan_in)`` (cached; empty where the block has no input)."""
+        w = self.weights[k]
+        name = f"w{k}" if scale == 1.0 else f"w{k}*{scale!r}"
+        return derived(self, name, [w], lambda: w * (scale / math.sqrt(max(w.shape[0], 1))))
 
     def forward_grouped(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         """The same map from the grouped layout (:mod:`~mace_fast.nn.grouped_layout`), for
@@ -125,20 +129,18 @@ class EquivariantLinear(nn.Module):
         output. Its backward gives the input's gradient in the grouped layout and is not
         itself differentiable (the CUDA path is differentiated once).
         """
-        layout = self.__dict__.get("_grouped_layout")
-        if layout is None:
+        if "_grouped_plan" not in self.__dict__:
             if len({mul for mul, _ in self.irreps_out}) != 1:
                 raise ValueError(f"forward_grouped needs output blocks of equal multiplicity, got {self.irreps_out}")
-            layout = self.__dict__["_grouped_layout"] = GroupedLayout(self.irreps_in)
-        plan = []  # per output block: (its group or None, first row, 2l+1)
-        row = 0
-        for _, ir in self.irreps_out:
-            plan.append((next((g for g, grp in enumerate(layout.groups) if grp.ir == ir), None), row, ir.dim))
-            row += ir.dim
-        weights = []
-        for k, w in enumerate(self.weights):
-            name = f"w{k}" if scale == 1.0 else f"w{k}*{scale!r}"
-            weights.append(derived(self, name, [w], lambda w=w: w * (scale / math.sqrt(max(w.shape[0], 1)))))
+            layout = GroupedLayout(self.irreps_in)
+            plan = []  # per output block: (its group or None, first row, 2l+1)
+            row = 0
+            for _, ir in self.irreps_out:
+                plan.append((next((g for g, grp in enumerate(layout.groups) if grp.ir == ir), None), row, ir.dim))
+                row += ir.dim
+            self.__dict__["_grouped_plan"] = (layout, plan)
+        layout, plan = self.__dict__["_grouped_plan"]
+        weights = [self._scaled_weight(k, scale) for k in range(len(self.weights))]
         return _GroupedLinear.apply(x, layout, plan, *weights)
 
 
