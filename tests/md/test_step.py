@@ -23,7 +23,7 @@ def random_model(seed: int, hidden: str = "8x0e+8x1o", zbl: bool = False) -> MAC
     config = ModelConfig(
         atomic_numbers=[1, 6, 8, 14, 29], atomic_energies=[-1.0, -2.0, -3.0, -4.0, -5.0], r_max=4.0,
         num_bessel=6, max_ell=2, hidden_irreps=hidden, mlp_irreps="8x0e", radial_mlp=[16, 16],
-        avg_num_neighbors=8.0, scale=5.0, shift=0.1, pair_repulsion=zbl,
+        avg_num_neighbors=8.0, scale=20.0, shift=0.1, pair_repulsion=zbl,
         interaction_first="RealAgnosticDensityInteractionBlock" if zbl else "RealAgnosticInteractionBlock",
     )
     return MACE(config).double()
@@ -55,7 +55,9 @@ def test_skin_and_padding_are_exact(np_rng, zbl):
         for i in range(6):
             a = exact(atoms.positions, atoms.numbers, atoms.cell.array, atoms.pbc, stress)
             b = padded(atoms.positions, atoms.numbers, atoms.cell.array, atoms.pbc, stress)
-            assert abs(a.energy) > 1e-3 and np.abs(a.forces).max() > 1e-3
+            # Not a trivial comparison: forces far above the 1e-11 tolerance (a random model's
+            # forces on a near-ideal Si cell can be as small as ~1e-3, so the bar is set lower).
+            assert abs(a.energy) > 1e-3 and np.abs(a.forces).max() > 1e-6
             assert b.energy == pytest.approx(a.energy, rel=1e-12, abs=1e-12)
             np.testing.assert_allclose(b.forces, a.forces, rtol=0, atol=1e-11)
             np.testing.assert_allclose(b.energies, a.energies, rtol=0, atol=1e-11)
