@@ -213,7 +213,10 @@ __global__ void __launch_bounds__(kRows) edge_backward_kernel(
   const T gc = (grad_cutoff != nullptr && valid) ? grad_cutoff[e] : T(0);
   const T gr = apply_cutoff ? env * sum_db + denv * (sum_b + gc) : sum_db + denv * gc;
   if (edge.r > T(0)) {  // d|v|/dv = v / |v| (torch gives 0 for a zero vector)
-    for (int i = 0; i < 3; ++i) g[i] += edge.v[i] * (gr / edge.r);
+    // gr * (1 / r), not gr / r: gr is exactly 0 beyond the cutoff, a zero numerator sends the
+    // IEEE division down its slow path.
+    const T along = gr * (T(1) / edge.r);
+    for (int i = 0; i < 3; ++i) g[i] += edge.v[i] * along;
   }
   if (valid) {
     for (int i = 0; i < 3; ++i) grad_vectors[3 * e + i] = g[i];

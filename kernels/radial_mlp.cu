@@ -147,15 +147,21 @@ __device__ __forceinline__ void store_cols(T* dst, const T (&src)[R], int left) 
 __device__ __forceinline__ float exp_(float z) { return expf(z); }
 __device__ __forceinline__ double exp_(double z) { return exp(z); }
 
-// silu and its derivative written as torch writes them (same rounding).
+// silu as z * sigmoid(z), without dividing z: see radial_trunk_tc.cu (the division's slow
+// path for the exact zeros of edges beyond the cutoff). Within an ulp of torch's z / (1 + e).
+template <typename T>
+__device__ __forceinline__ T sigmoid(T z) {
+  return T(1) / (T(1) + exp_(-z));
+}
+
 template <typename T>
 __device__ __forceinline__ T silu(T z) {
-  return z / (T(1) + exp_(-z));
+  return z * sigmoid(z);
 }
 
 template <typename T>
 __device__ __forceinline__ T silu_grad(T z) {
-  const T s = T(1) / (T(1) + exp_(-z));
+  const T s = sigmoid(z);
   return s * (T(1) + z * (T(1) - s));
 }
 

@@ -90,6 +90,36 @@ def test_matches_torch(arch, kernel, rng):
             assert errors[1] <= 2 * errors[3] + floor and errors[2] <= 2 * errors[4] + floor, errors
 
 
+@pytest.mark.parametrize("kernel", sorted(KERNELS))
+def test_zero_rows_and_saturated_units(kernel, rng):
+    """Edges beyond the cutoff (exact zero rows) give exact zeros; inputs scaled so that some
+    pre-activations reach -100 (sigmoid underflows to 0) still match the reference."""
+    dtype, tensor_cores = KERNELS[kernel]
+    sizes = ARCHS["mp_medium"]
+    mlp64 = make_mlp(sizes, rng)
+    mlp = copy.deepcopy(mlp64).to(dtype)
+    num_edges = 5003
+    x = randn(rng, num_edges, sizes[0])
+    x[torch.rand(num_edges, generator=rng).cuda() < 0.3] = 0
+    x[:64] *= 40  # |z| up to ~100 in the first layer
+    g = randn(rng, num_edges, sizes[-1])
+    zero = (x == 0).all(dim=1)
+    assert 0.2 < zero.float().mean() < 0.4
+    out, grad = value_and_input_grad(
+        lambda t: radial_mlp(mlp, t, split=False, tensor_cores=tensor_cores), x.to(dtype), g.to(dtype)
+    )
+    assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+    assert torch.equal(out[zero], torch.zeros_like(out[zero])) and out[~zero].abs().max() > 1e-3
+    ref, ref_grad = value_and_input_grad(mlp64, x, g)
+    errors = (rel(out, ref), rel(grad, ref_grad))
+    if dtype == torch.float64:
+        assert max(errors) < 1e-12, errors
+    else:
+        own, own_grad = value_and_input_grad(mlp, x.to(dtype), g.to(dtype))
+        floor = 5e-7
+        assert errors[0] <= 2 * rel(own, ref) + floor and errors[1] <= 2 * rel(own_grad, ref_grad) + floor, errors
+
+
 @pytest.mark.parametrize("plan", ["64, false", "32, true", "32, false", "16, true", "8, false", "8, true"])
 def test_every_tiling(plan, rng):
     """The tilings the planner picks only for wide trunks or small GPUs: the same bits as the default.
