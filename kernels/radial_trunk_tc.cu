@@ -65,8 +65,9 @@ __device__ __forceinline__ void static_for(F&& f) {
 // silu(z) = z * sigmoid(z), not z / (1 + exp(-z)): the IEEE division takes its slow path
 // (a call, divergent in the warp) for a zero numerator, and edges beyond the cutoff (Verlet
 // skin, CUDA-graph replays with moved atoms) carry exact zeros through every layer. The
-// reciprocal of 1 + exp(-z) stays on its fast path down to z = -87. (H100, Si 16^3 step:
-// each trunk backward took 2.0 ms instead of 1.6 when a tenth of the edges were beyond r_max.)
+// reciprocal of 1 + exp(-z) stays on its fast path down to z = -87. (H100, [1.46M, 10] -> 64
+// -> 64 -> 64, forward + backward with a fifth of the rows zero: 3.56 ms with the division,
+// 2.61 ms without; 2.45 / 2.54 ms on rows with no zeros.)
 __device__ __forceinline__ float sigmoid(float z) { return 1.f / (1.f + expf(-z)); }
 
 __device__ __forceinline__ float silu(float z) { return z * sigmoid(z); }
