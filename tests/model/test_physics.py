@@ -170,3 +170,47 @@ def test_bulk_si_batch_of_two_equals_two_singles():
         alone = model(graph, compute_stress=True)
         assert torch.allclose(together["energy"][g], alone["energy"][0], atol=1e-10)
         assert torch.allclose(together["stress"][g], alone["stress"][0], atol=1e-10)
+
+
+def test_inference_step_treats_parameters_as_constants():
+    """Forces outside training: the same numbers whether the parameters are trainable or
+    not, no parameter gradient, and every flag restored; with ``training`` the parameter
+    gradients through the forces still flow (against finite differences of one weight)."""
+    from mace_fast.data.graph import ElementTable, build_graph
+
+    model = make_model()
+    rng = np.random.default_rng()
+    atoms = random_cell_atoms(rng)
+    graph = build_graph(atoms.positions, atoms.numbers, np.asarray(atoms.cell), atoms.pbc, 4.0,
+                        ElementTable(ELEMENTS), torch.float64)
+    params = dict(model.named_parameters())
+    frozen = sorted(params)[::3]  # some stay frozen: the flags are restored, not set
+    for name in frozen:
+        params[name].requires_grad_(False)
+    out = model(graph, compute_stress=True)
+    assert [p.requires_grad for p in params.values()] == [n not in frozen for n in params]
+    assert all(p.grad is None for p in params.values())
+    model.requires_grad_(False)
+    constant = model(graph, compute_stress=True)
+    model.requires_grad_(True)
+    for key in ("energy", "forces", "stress"):
+        assert torch.equal(out[key], constant[key]), key
+        assert out[key].abs().max() > 1e-6
+
+    # Training: a loss on the forces reaches a weight.
+    name = sorted(n for n in params if "radial_mlp" in n)[0]
+    weight = params[name]
+    loss = lambda: (model(graph, training=True)["forces"] ** 2).sum()  # noqa: E731
+    loss().backward()
+    analytic = weight.grad.flatten()[0].item()
+    step = 1e-5
+
+    def shifted(by):
+        with torch.no_grad():
+            weight.view(-1)[0] += by
+        return loss().item()
+
+    up, down = shifted(step), shifted(-2 * step)
+    shifted(step)
+    assert abs(analytic) > 1e-8
+    assert abs(analytic - (up - down) / (2 * step)) < 1e-6 * max(1.0, abs(analytic))
