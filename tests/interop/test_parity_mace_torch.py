@@ -47,12 +47,13 @@ def _outputs(model, graph, mace_model=None):
 
 
 def _float32_errors(ref, ours, ref32, ours32, make, keys):
-    """Relative errors against float64 mace-torch of (our float32, mace-torch's float32)."""
+    """Absolute error norms against float64 mace-torch of (our float32, mace-torch's float32)."""
     graph64 = graph_for(make, ours, torch.float64)
     exact = _outputs(ours, graph64, ref)
     graph = {k: (v.float() if v.is_floating_point() else v) for k, v in graph64.items()}
     got, theirs = _outputs(ours32, graph), _outputs(ours32, graph, ref32)
-    return {k: (relative_error(got[k], exact[k]), relative_error(theirs[k], exact[k])) for k in keys}
+    error = lambda a, k: float((a[k].double() - exact[k].double()).norm())  # noqa: E731
+    return {k: (error(got, k), error(theirs, k)) for k in keys}
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -61,9 +62,15 @@ def test_energy_forces_stress_match(models, structure, dtype):
     """float64: within 1e-10 relative. float32: within 1e-5 relative; where a quantity nearly
     cancels (e.g. the forces in a tiny, almost symmetric cell) float32 round-off alone exceeds
     that, and the criterion is then the one for kernels: our float32 error against float64 no
-    more than twice mace-torch's own, as an RMS over 15 fresh structures (the per-draw ratio
-    of two independent round-offs is heavy-tailed here: over 5 draws the RMS ratio exceeded
-    2 now and then by chance, while over 15 it stayed within 0.7-1.4 in 4 x 15 draws)."""
+    more than twice mace-torch's own, over 15 fresh structures.
+
+    The two errors are compared as RMS of absolute error norms over the draws. Round-off
+    scales with the intermediate values, not with the nearly cancelled result, so relative
+    errors would weight each draw by 1 / |result|^2 and let the single most cancelled draw
+    decide. With relative errors the ratio of the two RMS went past 2 in one CI run (2.4).
+    Over 120 batches of 15 draws (mpa_style, small cell, three random models) the ratio
+    reached 1.8 at most with relative errors and 1.6 with absolute ones (90th percentile
+    1.3 for both)."""
     name, ref, ours = models
     graph64 = graph_for(STRUCTURES[structure], ours, torch.float64)
     assert graph64[K.EDGE_INDEX].shape[1] > 0
