@@ -49,8 +49,6 @@ def main() -> None:
         cfg = ModelConfig(atomic_numbers=z, atomic_energies=[0.0], r_max=6.0, num_bessel=10,
                           hidden_irreps="128x0e+128x1o", radial_mlp=[64, 64, 64], avg_num_neighbors=40.0)
         model = MACE(cfg, backend=args.backend).to(dtype).cuda()
-    for p in model.parameters():
-        p.requires_grad_(False)
     atoms = system(args.system, np.random.default_rng(0))
     g = build_graph(atoms.positions, atoms.numbers, np.asarray(atoms.cell), atoms.pbc, 6.0, ElementTable(z), dtype)
     g = {k: v.cuda() for k, v in g.items()}

@@ -173,8 +173,7 @@ def tp_aggregate(
     set it only where the weights of an edge and of its reverse are equal (a function of
     the edge length, as MACE's radial MLP is).
     """
-    out = _tp_aggregate(
+    return _tp_aggregate(
         h.contiguous(), sh.contiguous(), w.contiguous(), csr.sender, csr.receiver, csr.edge_ptr,
         csr.sender_perm, csr.sender_ptr, key, channels, grad_into_w, csr.symmetric,
     )
-    return out
