@@ -70,8 +70,21 @@ int64_t load_library(const std::string& path) {
   return (int64_t)libraries.size() - 1;
 }
 
+// rows: absent, or [E] int64 signed weight rows of edges that share weights with their
+// reverse (w then has its own row count; see channelwise_tp.cu).
+const int64_t* rows_of(const c10::optional<torch::Tensor>& rows, const torch::Tensor& sender, const torch::Tensor& w) {
+  if (!rows.has_value() || !rows->defined()) {
+    TORCH_CHECK(w.size(0) == sender.size(0), "tp_aggregate: edge counts differ");
+    return nullptr;
+  }
+  check(*rows, "rows", 1, torch::kLong);
+  TORCH_CHECK(rows->size(0) == sender.size(0) + 1, "tp_aggregate: rows must have one entry per edge and a count");
+  TORCH_CHECK(w.size(0) >= 1, "tp_aggregate: shared weights need at least the zero row");
+  return rows->data_ptr<int64_t>();
+}
+
 torch::Tensor forward(int64_t id, torch::Tensor h, torch::Tensor sh, torch::Tensor w, torch::Tensor sender,
-                      torch::Tensor edge_ptr, int64_t C) {
+                      torch::Tensor edge_ptr, int64_t C, c10::optional<torch::Tensor> rows) {
   const Library& lib = library(id);
   const TpDims d = lib.dims;
   const auto t = h.scalar_type();
@@ -81,17 +94,18 @@ torch::Tensor forward(int64_t id, torch::Tensor h, torch::Tensor sh, torch::Tens
               "tp_aggregate: shapes do not match the compiled paths");
   TORCH_CHECK(C > 0 && C <= 1024, "tp_aggregate: 1..1024 channels");
   TORCH_CHECK(edge_ptr.size(0) == h.size(0) + 1, "tp_aggregate: edge_ptr must have N+1 entries");
-  TORCH_CHECK(sender.size(0) == sh.size(0) && w.size(0) == sh.size(0), "tp_aggregate: edge counts differ");
+  TORCH_CHECK(sender.size(0) == sh.size(0), "tp_aggregate: edge counts differ");
+  const int64_t* r = rows_of(rows, sender, w);
   const c10::cuda::CUDAGuard guard(h.device());
   auto stream = c10::cuda::getCurrentCUDAStream().stream();
   auto out = torch::empty({h.size(0), d.f_mid}, h.options());
   if (t == torch::kFloat) {
     ok(lib.fwd32(h.data_ptr<float>(), sh.data_ptr<float>(), w.data_ptr<float>(), sender.data_ptr<int64_t>(),
-                 edge_ptr.data_ptr<int64_t>(), out.data_ptr<float>(), h.size(0), (int)C, stream));
+                 edge_ptr.data_ptr<int64_t>(), r, out.data_ptr<float>(), h.size(0), (int)C, stream));
   } else {
     TORCH_CHECK(t == torch::kDouble, "tp_aggregate: float32 or float64 only");
     ok(lib.fwd64(h.data_ptr<double>(), sh.data_ptr<double>(), w.data_ptr<double>(), sender.data_ptr<int64_t>(),
-                 edge_ptr.data_ptr<int64_t>(), out.data_ptr<double>(), h.size(0), (int)C, stream));
+                 edge_ptr.data_ptr<int64_t>(), r, out.data_ptr<double>(), h.size(0), (int)C, stream));
   }
   return out;
 }
@@ -99,7 +113,8 @@ torch::Tensor forward(int64_t id, torch::Tensor h, torch::Tensor sh, torch::Tens
 std::vector<torch::Tensor> backward(int64_t id, torch::Tensor grad_out, torch::Tensor h, torch::Tensor sh,
                                     torch::Tensor w, torch::Tensor sender, torch::Tensor receiver,
                                     torch::Tensor edge_ptr, torch::Tensor sender_perm, torch::Tensor sender_ptr,
-                                    int64_t C, bool grad_into_w, c10::optional<torch::Tensor> symmetric) {
+                                    int64_t C, bool grad_into_w, c10::optional<torch::Tensor> symmetric,
+                                    c10::optional<torch::Tensor> rows) {
   const Library& lib = library(id);
   const auto t = h.scalar_type();
   check(grad_out, "grad_out", 2, t); check(h, "h", 2, t); check(sh, "sh", 2, t); check(w, "w", 2, t);
@@ -114,24 +129,30 @@ std::vector<torch::Tensor> backward(int64_t id, torch::Tensor grad_out, torch::T
     sym = symmetric->data_ptr<int>();
   }
   TORCH_CHECK(grad_out.size(1) == lib.dims.f_mid, "tp_aggregate backward: gradient has the wrong width");
+  const int64_t* r = rows_of(rows, sender, w);
+  TORCH_CHECK(r == nullptr || !grad_into_w, "tp_aggregate backward: shared weight rows cannot take their gradient");
   const c10::cuda::CUDAGuard guard(h.device());
   auto stream = c10::cuda::getCurrentCUDAStream().stream();
   auto grad_h = torch::empty_like(h);
   auto grad_sh = torch::empty_like(sh);
   // grad_into_w: the weights' gradient overwrites the weights (each edge's row is read
   // before it is written), saving a [E, P*C] buffer when nothing needs the weights after.
+  // Shared rows: only the rows that an edge owns get a gradient; row 0 (the zero row of
+  // edges beyond the cutoff) and spare rows get zeros.
   auto grad_w = grad_into_w ? w : torch::empty_like(w);
+  const int64_t num_edges = sender.size(0), num_rows = w.size(0);
   const int64_t n = h.size(0);
   if (t == torch::kFloat) {
     ok(lib.bwd32(grad_out.data_ptr<float>(), h.data_ptr<float>(), sh.data_ptr<float>(), w.data_ptr<float>(),
                  sender.data_ptr<int64_t>(), receiver.data_ptr<int64_t>(), edge_ptr.data_ptr<int64_t>(),
-                 sender_perm.data_ptr<int64_t>(), sender_ptr.data_ptr<int64_t>(), sym, grad_h.data_ptr<float>(),
-                 grad_sh.data_ptr<float>(), grad_w.data_ptr<float>(), n, (int)C, stream));
+                 sender_perm.data_ptr<int64_t>(), sender_ptr.data_ptr<int64_t>(), sym, r, num_edges, num_rows,
+                 grad_h.data_ptr<float>(), grad_sh.data_ptr<float>(), grad_w.data_ptr<float>(), n, (int)C, stream));
   } else {
     ok(lib.bwd64(grad_out.data_ptr<double>(), h.data_ptr<double>(), sh.data_ptr<double>(), w.data_ptr<double>(),
                  sender.data_ptr<int64_t>(), receiver.data_ptr<int64_t>(), edge_ptr.data_ptr<int64_t>(),
-                 sender_perm.data_ptr<int64_t>(), sender_ptr.data_ptr<int64_t>(), sym, grad_h.data_ptr<double>(),
-                 grad_sh.data_ptr<double>(), grad_w.data_ptr<double>(), n, (int)C, stream));
+                 sender_perm.data_ptr<int64_t>(), sender_ptr.data_ptr<int64_t>(), sym, r, num_edges, num_rows,
+                 grad_h.data_ptr<double>(), grad_sh.data_ptr<double>(), grad_w.data_ptr<double>(), n, (int)C,
+                 stream));
   }
   return {grad_h, grad_sh, grad_w};
 }

@@ -8,7 +8,12 @@
 // Layouts (all row-major, "mul_ir" feature blocks, see mace_fast/irreps.py):
 //   h    [N, F_in]      sender features, block b = [C, 2 l_b + 1]
 //   sh   [E, S]         spherical harmonics of the edge vector
-//   w    [E, P * C]     per-edge, per-path, per-channel weights (radial MLP output)
+//   w    [E, P * C]     per-edge, per-path, per-channel weights (radial MLP output); or,
+//                       with `rows`, [M, P * C] shared by an edge and its reverse
+//   rows [E+1] or null  the weight row of each edge, signed: +r for the edge of a pair that
+//                       owns row r (writes its gradient), -r for its reverse, 0 for edges
+//                       at or beyond the cutoff (row 0 is all zeros); then the number of
+//                       rows in use, 1..rows[E] (ops/edge_pairs.py).
 //   out  [N, F_mid]     aggregated messages, path p = [C, 2 l3_p + 1]; or, where generated
 //                       so, in the grouped layout of mace_fast/nn/grouped_layout.py
 //                       (the generated column expressions say which)
@@ -57,11 +62,18 @@ __device__ __forceinline__ void warp_sum_halving(scalar_t* x, int lane) {
   }
 }
 
+// The weight row of edge e: e itself, or |rows[e]| for weights shared by pairs of edges.
+__device__ __forceinline__ int64_t weight_row(const int64_t* __restrict__ rows, int64_t e) {
+  if (rows == nullptr) return e;
+  const int64_t r = rows[e];
+  return r < 0 ? -r : r;
+}
+
 template <typename scalar_t>
 __global__ void tp_forward_kernel(
     const scalar_t* __restrict__ h, const scalar_t* __restrict__ sh, const scalar_t* __restrict__ w,
-    const int64_t* __restrict__ sender, const int64_t* __restrict__ edge_ptr, scalar_t* __restrict__ out,
-    int64_t num_nodes, int C) {
+    const int64_t* __restrict__ sender, const int64_t* __restrict__ edge_ptr, const int64_t* __restrict__ rows,
+    scalar_t* __restrict__ out, int64_t num_nodes, int C) {
   const int64_t n = blockIdx.x;
   const int c = threadIdx.x;
   if (n >= num_nodes || c >= C) return;
@@ -74,7 +86,7 @@ __global__ void tp_forward_kernel(
   for (int64_t e = begin; e < end; ++e) {
     const scalar_t* hs = h + sender[e] * F_IN;
     const scalar_t* ye = sh + e * S;
-    const scalar_t* we = w + e * (int64_t)(P * C) + c;
+    const scalar_t* we = w + weight_row(rows, e) * (int64_t)(P * C) + c;
 @@LOAD_X@@
 @@LOAD_Y@@
 @@LOAD_W@@
@@ -95,12 +107,20 @@ __global__ void tp_forward_kernel(
 // gradients. `symmetric` (a device flag, see ops/channelwise_tp.py) says whether the graph
 // is; if not, the nodes kernel computes the feature gradient and this kernel skips it.
 // Without REVERSE, `symmetric` and `grad_h` are unused (may be null).
-template <typename scalar_t, bool REVERSE>
+//
+// PAIRED (with REVERSE; `rows` as above): an edge and its reverse share a weight row, so
+// their weight gradient is one sum, g_n . d(msg j->n)/dw + g_j . d(msg n->j)/dw. The edge
+// that owns the row computes both terms (the reverse's from g_j, already loaded for the
+// feature gradient, and the receiver's own features) and writes the row; its reverse
+// writes nothing. grad_w is then a buffer of its own (rows are read by both ends).
+// The caller guarantees the graph is symmetric; `symmetric` is not read.
+template <typename scalar_t, bool REVERSE, bool PAIRED>
 __global__ void tp_backward_edges_kernel(
     const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ h, const scalar_t* __restrict__ sh,
     const scalar_t* w, const int64_t* __restrict__ sender, const int64_t* __restrict__ edge_ptr,
-    const int* __restrict__ symmetric, scalar_t* grad_w, scalar_t* __restrict__ grad_sh,
-    scalar_t* __restrict__ grad_h, int64_t num_nodes, int C) {
+    const int* __restrict__ symmetric, const int64_t* __restrict__ rows, scalar_t* grad_w,
+    scalar_t* __restrict__ grad_sh, scalar_t* __restrict__ grad_h, int64_t num_nodes, int C) {
+  static_assert(REVERSE || !PAIRED, "shared weight rows need the symmetric one-pass backward");
   constexpr int F_IN = @@F_IN@@, S = @@S@@, F_MID = @@F_MID@@, P = @@P@@;
   constexpr int SP = pow2_at_least(S);  // harmonics padded to a power of two for the halving sum
   static_assert(SP <= 32, "at most 32 harmonics");
@@ -108,7 +128,7 @@ __global__ void tp_backward_edges_kernel(
   __shared__ scalar_t partial[2][kEdgeBatch][kMaxWarps][S];
   const int64_t n = blockIdx.x;
   if (n >= num_nodes) return;
-  const bool nodes = REVERSE && *symmetric != 0;
+  const bool nodes = REVERSE && (PAIRED || *symmetric != 0);
   // Threads past the last channel mirror channel 0 (never written) so that every thread
   // takes part in the reductions below.
   const bool active = threadIdx.x < C;
@@ -117,15 +137,20 @@ __global__ void tp_backward_edges_kernel(
   const scalar_t* go = grad_out + n * F_MID;
 @@LOAD_G@@
 @@GX_DECL@@
+  const scalar_t* hn = h + n * F_IN;  // the receiver's own features (PAIRED only)
+@@LOAD_XN@@
   const int64_t begin = edge_ptr[n], end = edge_ptr[n + 1];
   for (int64_t e = begin; e < end; ++e) {
     const int batch_pos = int((e - begin) % kEdgeBatch);
     const int buf = int((e - begin) / kEdgeBatch) & 1;
     const int64_t j = sender[e];
+    const int64_t code = PAIRED ? rows[e] : e;
+    const int64_t row = code < 0 ? -code : code;
+    const bool owner = code > 0;  // PAIRED: this edge writes its pair's weight gradient
     const scalar_t* hs = h + j * F_IN;
     const scalar_t* ye = sh + e * S;
-    const scalar_t* we = w + e * (int64_t)(P * C) + c;
-    scalar_t* gwe = grad_w + e * (int64_t)(P * C) + c;
+    const scalar_t* we = w + row * (int64_t)(P * C) + c;
+    scalar_t* gwe = grad_w + row * (int64_t)(P * C) + c;
 @@LOAD_X@@
 @@LOAD_Y@@
 @@LOAD_W@@
@@ -135,6 +160,9 @@ __global__ void tp_backward_edges_kernel(
       const scalar_t* gj = grad_out + j * F_MID;
 @@LOAD_GJ@@
 @@BACKWARD_NODE_REV@@
+      if (PAIRED && owner && active) {
+@@PAIR_GW@@
+      }
     }
     // Sum the spherical-harmonic gradient over channels: within the warp at once, over the
     // warps (in order) when a batch of edges is complete.
@@ -192,11 +220,25 @@ __global__ void tp_backward_nodes_kernel(
 
 int threads_for(int C) { return ((C + 31) / 32) * 32; }
 
+// Shared weight rows: zero the gradient rows no edge owns (row 0 and those past the rows
+// in use), so that the op returns no uninitialised memory. Rows in use are skipped at once.
+template <typename scalar_t>
+__global__ void zero_spare_rows_kernel(scalar_t* __restrict__ grad_w, const int64_t* __restrict__ in_use,
+                                       int64_t num_rows, int64_t width) {
+  const int64_t used = *in_use;
+  for (int64_t r = blockIdx.x; r < num_rows; r += gridDim.x) {
+    if (r != 0 && r <= used) continue;
+    for (int64_t i = threadIdx.x; i < width; i += blockDim.x) grad_w[r * width + i] = scalar_t(0);
+  }
+}
+
 template <typename scalar_t>
 cudaError_t forward_impl(const scalar_t* h, const scalar_t* sh, const scalar_t* w, const int64_t* sender,
-                         const int64_t* edge_ptr, scalar_t* out, int64_t num_nodes, int C, cudaStream_t stream) {
+                         const int64_t* edge_ptr, const int64_t* rows, scalar_t* out, int64_t num_nodes, int C,
+                         cudaStream_t stream) {
   if (num_nodes == 0) return cudaSuccess;
-  tp_forward_kernel<scalar_t><<<num_nodes, threads_for(C), 0, stream>>>(h, sh, w, sender, edge_ptr, out, num_nodes, C);
+  tp_forward_kernel<scalar_t><<<num_nodes, threads_for(C), 0, stream>>>(h, sh, w, sender, edge_ptr, rows, out,
+                                                                       num_nodes, C);
   return cudaGetLastError();
 }
 
@@ -204,8 +246,16 @@ template <typename scalar_t>
 cudaError_t backward_impl(const scalar_t* grad_out, const scalar_t* h, const scalar_t* sh, const scalar_t* w,
                           const int64_t* sender, const int64_t* receiver, const int64_t* edge_ptr,
                           const int64_t* sender_perm, const int64_t* sender_ptr, const int* symmetric,
-                          scalar_t* grad_h, scalar_t* grad_sh, scalar_t* grad_w, int64_t num_nodes, int C,
-                          cudaStream_t stream) {
+                          const int64_t* rows, int64_t num_edges, int64_t num_rows, scalar_t* grad_h,
+                          scalar_t* grad_sh, scalar_t* grad_w, int64_t num_nodes, int C, cudaStream_t stream) {
+  if (rows != nullptr) {  // shared weight rows: a symmetric graph, one pass does it all
+    zero_spare_rows_kernel<scalar_t><<<1024, 128, 0, stream>>>(grad_w, rows + num_edges, num_rows,
+                                                               int64_t(@@P@@) * C);
+    if (num_nodes == 0) return cudaGetLastError();
+    tp_backward_edges_kernel<scalar_t, true, true><<<num_nodes, threads_for(C), 0, stream>>>(
+        grad_out, h, sh, w, sender, edge_ptr, nullptr, rows, grad_w, grad_sh, grad_h, num_nodes, C);
+    return cudaGetLastError();
+  }
   if (num_nodes == 0) return cudaSuccess;
   // Senders first: it reads w, which the edges kernel may overwrite with its gradient. With
   // a symmetric flag it returns at once when the flag is set (the edges kernel does its work).
@@ -214,11 +264,11 @@ cudaError_t backward_impl(const scalar_t* grad_out, const scalar_t* h, const sca
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   if (symmetric != nullptr) {
-    tp_backward_edges_kernel<scalar_t, true><<<num_nodes, threads_for(C), 0, stream>>>(
-        grad_out, h, sh, w, sender, edge_ptr, symmetric, grad_w, grad_sh, grad_h, num_nodes, C);
+    tp_backward_edges_kernel<scalar_t, true, false><<<num_nodes, threads_for(C), 0, stream>>>(
+        grad_out, h, sh, w, sender, edge_ptr, symmetric, nullptr, grad_w, grad_sh, grad_h, num_nodes, C);
   } else {
-    tp_backward_edges_kernel<scalar_t, false><<<num_nodes, threads_for(C), 0, stream>>>(
-        grad_out, h, sh, w, sender, edge_ptr, nullptr, grad_w, grad_sh, nullptr, num_nodes, C);
+    tp_backward_edges_kernel<scalar_t, false, false><<<num_nodes, threads_for(C), 0, stream>>>(
+        grad_out, h, sh, w, sender, edge_ptr, nullptr, nullptr, grad_w, grad_sh, nullptr, num_nodes, C);
   }
   return cudaGetLastError();
 }
@@ -228,15 +278,19 @@ cudaError_t backward_impl(const scalar_t* grad_out, const scalar_t* h, const sca
 extern "C" TpDims tp_dims() { return TpDims{@@F_IN@@, @@S@@, @@F_MID@@, @@P@@}; }
 
 #define MACE_FAST_TP_INSTANTIATE(T, SUFFIX)                                                                    \
-  extern "C" cudaError_t tp_forward_##SUFFIX(const T* h, const T* sh, const T* w, const int64_t* sender,                 \
-                                  const int64_t* edge_ptr, T* out, int64_t n, int C, cudaStream_t s) {        \
-    return forward_impl<T>(h, sh, w, sender, edge_ptr, out, n, C, s);                                         \
-  }                                                                                                           \
-  extern "C" cudaError_t tp_backward_##SUFFIX(const T* g, const T* h, const T* sh, const T* w, const int64_t* sender,    \
-                                   const int64_t* receiver, const int64_t* edge_ptr, const int64_t* perm,     \
-                                   const int64_t* sptr, const int* sym, T* gh, T* gsh, T* gw, int64_t n,      \
-                                   int C, cudaStream_t s) {                                                   \
-    return backward_impl<T>(g, h, sh, w, sender, receiver, edge_ptr, perm, sptr, sym, gh, gsh, gw, n, C, s);  \
+  extern "C" cudaError_t tp_forward_##SUFFIX(const T* h, const T* sh, const T* w, const int64_t* sender,       \
+                                              const int64_t* edge_ptr, const int64_t* rows, T* out, int64_t n,  \
+                                              int C, cudaStream_t s) {                                          \
+    return forward_impl<T>(h, sh, w, sender, edge_ptr, rows, out, n, C, s);                                     \
+  }                                                                                                             \
+  extern "C" cudaError_t tp_backward_##SUFFIX(const T* g, const T* h, const T* sh, const T* w,                  \
+                                               const int64_t* sender, const int64_t* receiver,                  \
+                                               const int64_t* edge_ptr, const int64_t* perm,                    \
+                                               const int64_t* sptr, const int* sym, const int64_t* rows,        \
+                                               int64_t num_edges, int64_t num_rows, T* gh, T* gsh, T* gw,       \
+                                               int64_t n, int C, cudaStream_t s) {                              \
+    return backward_impl<T>(g, h, sh, w, sender, receiver, edge_ptr, perm, sptr, sym, rows, num_edges, num_rows, \
+                            gh, gsh, gw, n, C, s);                                                              \
   }
 
 MACE_FAST_TP_INSTANTIATE(float, f32)

@@ -239,6 +239,7 @@ class MACE(nn.Module):
         compute_stress: bool = False,
         training: bool = False,
         groups: Optional[ElementGroups] = None,
+        symmetric_edges: Optional[bool] = None,
     ) -> Dict[str, torch.Tensor]:
         """``groups`` (from :func:`~mace_fast.nn.linear.element_groups` of ``element_index``)
         may be passed by callers that reuse one batch layout: computing them costs a host
@@ -246,10 +247,20 @@ class MACE(nn.Module):
 
         Outside ``training``, forces, virials and stress are the graph's one and only
         derivative (it is freed after): the parameters are constants for that call.
+
+        ``symmetric_edges`` (CUDA backend, forces or stress outside training): whether
+        every edge shorter than ``r_max`` has its reverse in the batch, as in a full
+        neighbour list; then the radial MLPs run once per pair of edges
+        (:mod:`mace_fast.ops.edge_pairs`). ``None``: checked on the device, at the cost of
+        one host synchronisation, and taken as ``False`` while a CUDA graph is captured.
+        ``True`` is checked too, except during a capture, where a batch that is not
+        symmetric turns the results into NaN: pass it only for edges that are.
         """
         single_derivative = (compute_forces or compute_virials or compute_stress) and not training
         with _parameters_as_constants(self, single_derivative):
-            return self._forward(batch, compute_forces, compute_virials, compute_stress, training, groups)
+            return self._forward(
+                batch, compute_forces, compute_virials, compute_stress, training, groups, symmetric_edges
+            )
 
     def _forward(
         self,
@@ -259,6 +270,7 @@ class MACE(nn.Module):
         compute_stress: bool,
         training: bool,
         groups: Optional[ElementGroups],
+        symmetric_edges: Optional[bool] = None,
     ) -> Dict[str, torch.Tensor]:
         element = batch[K.ELEMENT_INDEX]
         edge_index = batch[K.EDGE_INDEX]
@@ -295,9 +307,10 @@ class MACE(nn.Module):
             # The radial embedding is symmetric in sender and receiver (a function of the
             # length and of both elements alike), so an edge and its reverse have the same
             # weights: on a symmetric graph the tensor product's backward is one pass.
-            csr.symmetric = symmetric_flag(
-                csr, batch[K.UNIT_SHIFTS], torch.linalg.norm(vectors.detach(), dim=-1), self.r_max
-            )
+            edge_lengths = torch.linalg.norm(vectors.detach(), dim=-1)
+            csr.symmetric = symmetric_flag(csr, batch[K.UNIT_SHIFTS], edge_lengths, self.r_max)
+            if (compute_forces or want_strain) and not training:
+                vectors = self._pair_edges(csr, vectors, edge_lengths, symmetric_edges)
         else:
             vectors = pos[receiver] - pos[sender] + shifts  # [E, 3]
         z = self.atomic_numbers[element]
@@ -342,6 +355,40 @@ class MACE(nn.Module):
         if compute_forces or want_strain:
             out.update(self._derivatives(inter_energy, positions, displacement, cell, compute_forces, training))
         return out
+
+    def edges_symmetric(self, batch: Dict[str, torch.Tensor]) -> bool:
+        """Whether every edge of ``batch`` shorter than ``r_max`` has its reverse (and no pair
+        of atoms has several images): what ``symmetric_edges=True`` promises. One host
+        synchronisation."""
+        from .ops.channelwise_tp import edge_csr, symmetric_flag
+
+        edge_index, pos = batch[K.EDGE_INDEX], batch[K.POSITIONS]
+        csr = edge_csr(edge_index, batch[K.EDGE_PTR], pos.shape[0])
+        lengths = torch.linalg.norm(pos[edge_index[1]] - pos[edge_index[0]] + batch[K.SHIFTS], dim=-1)
+        return bool(symmetric_flag(csr, batch[K.UNIT_SHIFTS], lengths, self.r_max).item())
+
+    def _pair_edges(
+        self, csr, vectors: torch.Tensor, lengths: torch.Tensor, symmetric_edges: Optional[bool]
+    ) -> torch.Tensor:
+        """Set ``csr.pairs`` where the radial weights can be shared by an edge and its
+        reverse (see :meth:`forward`); returns ``vectors``, NaN where a promise made during
+        a capture does not hold."""
+        from .ops.edge_pairs import edge_pairs, edges_symmetric
+
+        capturing = vectors.is_cuda and torch.cuda.is_current_stream_capturing()
+        if symmetric_edges is None:
+            symmetric_edges = not capturing and edges_symmetric(csr.symmetric)
+        elif symmetric_edges and not capturing and not edges_symmetric(csr.symmetric):
+            raise ValueError(
+                "symmetric_edges=True, but some edge shorter than r_max has no reverse in the batch "
+                "(or a pair of atoms has several periodic images within the cutoff)"
+            )
+        if not symmetric_edges:
+            return vectors
+        csr.pairs = edge_pairs(csr.sender_perm, lengths, self.r_max)
+        if capturing:  # the flag cannot be read now: make a broken promise visible
+            vectors = vectors * torch.where(csr.symmetric.bool(), 1.0, float("nan")).to(vectors.dtype)
+        return vectors
 
     def _by_element(self, groups: ElementGroups, element: torch.Tensor):
         """``(element_feats [Zp, C], slot [N] int32)`` for the first interaction's atomic base:

@@ -90,6 +90,7 @@ class ModelStep:
         self._capacity = -1
         self._graph: Optional[torch.cuda.CUDAGraph] = None
         self._packed: Optional[torch.Tensor] = None
+        self._symmetric: Optional[bool] = None  # the edge list's, for a captured step
 
     # ------------------------------------------------------------------ public
     def __call__(
@@ -110,9 +111,16 @@ class ModelStep:
             self._layout, self._ref_positions, self._capacity, self._graph = layout, None, -1, None
         n = positions.shape[0]
         pos_dev = torch.from_numpy(positions).to(self.device, non_blocking=False)
-        if self._needs_rebuild(positions, cell):
+        rebuilt = self._needs_rebuild(positions, cell)
+        if rebuilt:
             self._rebuild(positions, pos_dev, cell, pbc)
         self._batch[K.POSITIONS][:n].copy_(pos_dev)
+        if rebuilt and self.use_graph:
+            # A captured step cannot check whether the radial MLP may run once per pair of
+            # edges (a full list): check once per list, recapture if the answer changed.
+            symmetric = self.model.edges_symmetric(self._batch)
+            if symmetric != self._symmetric:
+                self._symmetric, self._graph = symmetric, None
         packed = self._run()
         return StepResult(
             energy=float(packed[0]),
@@ -213,7 +221,8 @@ class ModelStep:
     def _forward(self) -> torch.Tensor:
         """The step: ``[energy, stress (9), forces (3N), per-atom energies (N)]`` of graph 0."""
         stress = self._layout[3]
-        out = self.model(self._batch, compute_forces=True, compute_stress=stress, groups=self._groups)
+        out = self.model(self._batch, compute_forces=True, compute_stress=stress, groups=self._groups,
+                         symmetric_edges=self._symmetric if self.use_graph else None)
         n = self._num_atoms
         parts = [
             out[K.ENERGY][:1],

@@ -5,7 +5,9 @@ Every contender evaluates the *same weights* (a random mace-torch MP-medium mode
 converted) on the same graphs in one process: mace_fast with the CUDA kernels
 (``fast``), the same captured once as a CUDA graph and replayed (``graph``: positions
 change every step, the edge list of the first input is kept, as between the rebuilds of
-a Verlet list), mace_fast's torch reference (``ref``), mace-torch with e3nn (``e3nn``) and,
+a Verlet list; the edge list is checked once for symmetry so that the radial MLPs run
+once per pair of edges; ``graph-unpaired``: the same, once per edge), mace_fast's torch
+reference (``ref``), mace-torch with e3nn (``e3nn``) and,
 where importable, mace-torch converted to cuEquivariance (``cueq``). Median of ``--reps``
 timed steps after ``--warmup``, synchronised, fresh jittered positions each step, peak
 memory from ``torch.cuda.max_memory_allocated``. Prints a table and writes JSON.
@@ -89,8 +91,8 @@ def commit() -> str:
 class GraphedForces:
     """Forces of ``model`` captured as one CUDA graph per system size, replayed with new positions."""
 
-    def __init__(self, model) -> None:
-        self.model, self.size, self.graph = model, None, None
+    def __init__(self, model, pairs: bool = True) -> None:
+        self.model, self.size, self.graph, self.pairs = model, None, None, pairs
 
     def release(self) -> None:
         """Free the captured graph and its memory pool (before other contenders run)."""
@@ -102,7 +104,10 @@ class GraphedForces:
             self.graph = None  # free the previous system's graph before the next capture
             self.static = {k: v.clone() for k, v in batch.items()}
             groups = element_groups(self.static[K.ELEMENT_INDEX])
-            run = lambda: self.model(self.static, compute_forces=True, groups=groups)[K.FORCES]  # noqa: E731
+            symmetric = self.pairs and self.model.edges_symmetric(self.static)  # checked once, before capture
+            run = lambda: self.model(  # noqa: E731
+                self.static, compute_forces=True, groups=groups, symmetric_edges=symmetric
+            )[K.FORCES]
             self.graph, self.forces = capture_cuda_graph(run)
             self.size = batch[K.POSITIONS].shape
         self.static[K.POSITIONS].copy_(batch[K.POSITIONS])
@@ -123,6 +128,8 @@ def contenders(device: str, dtype: torch.dtype, which):
             out["fast"] = lambda g: fast(g["ours"], compute_forces=True)[K.FORCES]
         if "graph" in which:
             out["graph"] = GraphedForces(fast)
+        if "graph-unpaired" in which:  # radial MLPs per edge, not per pair of edges
+            out["graph-unpaired"] = GraphedForces(fast, pairs=False)
     if "ref" in which:
         out["ref"] = lambda g: ours(g["ours"], compute_forces=True)[K.FORCES]
     if "e3nn" in which:

@@ -164,14 +164,19 @@ class InteractionBlock(nn.Module):
             return x, sc
 
         h = self.linear_up(node_feats)
+        pairs = csr.pairs if csr is not None else None
+        radial_in, radial_cutoff = edge_feats, cutoff
+        if pairs is not None:  # one MLP row per pair of edges (ops/edge_pairs.py)
+            radial_in = pairs.gather(edge_feats)
+            radial_cutoff = None if cutoff is None else pairs.gather(cutoff)
         if csr is not None and self._radial_kernel:
             from ..ops.radial_mlp import radial_mlp
 
-            weights = radial_mlp(self.radial_mlp, edge_feats)  # hidden layers fused in one kernel
+            weights = radial_mlp(self.radial_mlp, radial_in)  # hidden layers fused in one kernel
         else:
-            weights = self.radial_mlp(edge_feats)
-        if cutoff is not None:
-            weights = weights * cutoff
+            weights = self.radial_mlp(radial_in)
+        if radial_cutoff is not None:
+            weights = weights * radial_cutoff
         if csr is None:
             message = scatter_sum(self.conv_tp(h[sender], sh, weights), receiver, num_nodes)
             return self._finish(self.linear(message), element, edge_feats, cutoff, receiver, csr, groups), sc

@@ -11,7 +11,8 @@ need); it is not itself differentiable, so training (double backward) uses the t
 On a symmetric graph (every edge has its reverse, as in a full neighbour list) and with
 weights that depend on the edge length only, one receiver-major pass reads each weight row
 once for all gradients (:func:`symmetric_flag`); otherwise the feature gradient takes a
-second, sender-major pass.
+second, sender-major pass. There the weights may also be one row per pair of edges
+(:mod:`mace_fast.ops.edge_pairs`, ``csr.pairs``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from ..nn.tensor_product import ChannelwiseTensorProduct
 from .build import binding, compile_shared
 from .codegen import channelwise_tp_source
+from .edge_pairs import EdgePairs
 
 __all__ = ["EdgeCSR", "edge_csr", "symmetric_flag", "compile_tp", "tp_aggregate"]
 
@@ -38,6 +40,7 @@ class EdgeCSR:
     sender_perm: torch.Tensor  # [E] int64: edges ordered by sender (stable)
     sender_ptr: torch.Tensor  # [N+1] int64: sender segments of sender_perm
     symmetric: Optional[torch.Tensor] = None  # [1] int32 device flag, see symmetric_flag
+    pairs: Optional[EdgePairs] = None  # weights shared by an edge and its reverse (symmetric graphs)
 
 
 def edge_csr(edge_index: torch.Tensor, edge_ptr: torch.Tensor, num_nodes: int) -> EdgeCSR:
@@ -91,13 +94,13 @@ def compile_tp(tp: ChannelwiseTensorProduct, grouped: bool = False) -> str:
 def _tp_aggregate(
     h: torch.Tensor, sh: torch.Tensor, w: torch.Tensor, sender: torch.Tensor, receiver: torch.Tensor,
     edge_ptr: torch.Tensor, sender_perm: torch.Tensor, sender_ptr: torch.Tensor, key: str, channels: int,
-    grad_into_w: bool, symmetric: Optional[torch.Tensor],
+    grad_into_w: bool, symmetric: Optional[torch.Tensor], rows: Optional[torch.Tensor],
 ) -> torch.Tensor:
-    return binding().forward(_LIBRARY[key], h, sh, w, sender, edge_ptr, channels)
+    return binding().forward(_LIBRARY[key], h, sh, w, sender, edge_ptr, channels, rows)
 
 
 @_tp_aggregate.register_fake
-def _(h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels, grad_into_w, symmetric):
+def _(h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels, grad_into_w, symmetric, rows):
     return h.new_empty(h.shape[0], _OUT_DIM[key])
 
 
@@ -105,17 +108,17 @@ def _(h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channe
 def _tp_aggregate_backward(
     grad_out: torch.Tensor, h: torch.Tensor, sh: torch.Tensor, w: torch.Tensor, sender: torch.Tensor,
     receiver: torch.Tensor, edge_ptr: torch.Tensor, sender_perm: torch.Tensor, sender_ptr: torch.Tensor,
-    key: str, channels: int, symmetric: Optional[torch.Tensor],
+    key: str, channels: int, symmetric: Optional[torch.Tensor], rows: Optional[torch.Tensor],
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     grad_h, grad_sh, grad_w = binding().backward(
         _LIBRARY[key], grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, channels, False,
-        symmetric,
+        symmetric, rows,
     )
     return grad_h, grad_sh, grad_w
 
 
 @_tp_aggregate_backward.register_fake
-def _(grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels, symmetric):
+def _(grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels, symmetric, rows):
     return torch.empty_like(h), torch.empty_like(sh), torch.empty_like(w)
 
 
@@ -128,7 +131,7 @@ def _tp_aggregate_backward_into_w(
     """As ``tp_aggregate_backward``, but the weights' gradient overwrites ``w``."""
     grad_h, grad_sh, _ = binding().backward(
         _LIBRARY[key], grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, channels, True,
-        symmetric,
+        symmetric, None,
     )
     return grad_h, grad_sh
 
@@ -139,21 +142,21 @@ def _(grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, k
 
 
 def _setup(ctx, inputs, output):
-    h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels, grad_into_w, symmetric = inputs
-    ctx.save_for_backward(h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, symmetric)
+    h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, key, channels, grad_into_w, symmetric, rows = inputs
+    ctx.save_for_backward(h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, symmetric, rows)
     ctx.key, ctx.channels, ctx.grad_into_w = key, channels, grad_into_w
 
 
 def _backward(ctx, grad_out):
-    h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, symmetric = ctx.saved_tensors
+    h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, symmetric, rows = ctx.saved_tensors
     args = (grad_out.contiguous(), h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, ctx.key, ctx.channels,
             symmetric)
     if ctx.grad_into_w:
         grad_h, grad_sh = _tp_aggregate_backward_into_w(*args)
         grad_w = w  # now holds the gradient
     else:
-        grad_h, grad_sh, grad_w = _tp_aggregate_backward(*args)
-    return grad_h, grad_sh, grad_w, None, None, None, None, None, None, None, None, None
+        grad_h, grad_sh, grad_w = _tp_aggregate_backward(*args, rows)
+    return grad_h, grad_sh, grad_w, None, None, None, None, None, None, None, None, None, None
 
 
 _tp_aggregate.register_autograd(_backward, setup_context=_setup)
@@ -171,9 +174,12 @@ def tp_aggregate(
     by a caller that uses ``w`` for nothing else (the model computing forces).
     ``csr.symmetric`` (:func:`symmetric_flag`) lets the backward take the one-pass route;
     set it only where the weights of an edge and of its reverse are equal (a function of
-    the edge length, as MACE's radial MLP is).
+    the edge length, as MACE's radial MLP is). With ``csr.pairs`` (a symmetric graph) ``w``
+    is ``[M, P*C]``, one row per pair of edges (:mod:`~mace_fast.ops.edge_pairs`), and
+    ``grad_into_w`` does not apply (both edges of a pair read its row).
     """
+    rows = None if csr.pairs is None else csr.pairs.rows
     return _tp_aggregate(
         h.contiguous(), sh.contiguous(), w.contiguous(), csr.sender, csr.receiver, csr.edge_ptr,
-        csr.sender_perm, csr.sender_ptr, key, channels, grad_into_w, csr.symmetric,
+        csr.sender_perm, csr.sender_ptr, key, channels, grad_into_w and rows is None, csr.symmetric, rows,
     )

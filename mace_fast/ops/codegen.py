@@ -66,6 +66,7 @@ def channelwise_tp_source(tp: ChannelwiseTensorProduct, grouped: bool = False) -
     for b in used_blocks:
         for m in range(in_dim[b]):
             L["LOAD_X"].append(f"    const scalar_t x{b}_{m} = hs[{in_off[b]} + c * {in_dim[b]} + {m}];")
+            L["LOAD_XN"].append(f"  const scalar_t xn{b}_{m} = PAIRED ? hn[{in_off[b]} + c * {in_dim[b]} + {m}] : scalar_t(0);")
     for m in range(S):
         L["LOAD_Y"].append(f"    const scalar_t y{m} = ye[{m}];")
     layout = GroupedLayout(tp.irreps_out) if grouped else None
@@ -100,7 +101,15 @@ def channelwise_tp_source(tp: ChannelwiseTensorProduct, grouped: bool = False) -
             L["FORWARD_ACC"].append(f"    acc{k}_{m3} += w{k} * ({_sum(terms)});")
         # d(out)/d(w): the product without the weight, dotted with the incoming gradient.
         dots = [f"g{k}_{m3} * ({_sum(t)})" for m3, t in sorted(by_m3.items())]
-        L["BACKWARD_EDGE"].append(f"    if (active) gwe[{k} * C] = {_sum(dots)};")
+        L["BACKWARD_EDGE"].append(f"    const scalar_t gw{k} = {_sum(dots)};")
+        L["BACKWARD_EDGE"].append(f"    if (!PAIRED && active) gwe[{k} * C] = gw{k};")
+        # The same for the reverse edge n -> j (features of n, harmonics of -r, gradient of j),
+        # added where an edge and its reverse share their weights.
+        rev_terms: Dict[int, List[str]] = defaultdict(list)
+        for m1, m2, m3, coef in entries:
+            rev_terms[m3].append(f"{_lit(coef * parity[m2])} * xn{b}_{m1} * y{m2}")
+        rev_dots = [f"gr{k}_{m3} * ({_sum(t)})" for m3, t in sorted(rev_terms.items())]
+        L["PAIR_GW"].append(f"        gwe[{k} * C] = gw{k} + ({_sum(rev_dots)});")
         for m2, terms in sorted(by_m2.items()):
             L["BACKWARD_EDGE"].append(f"    gy[{m2}] += w{k} * ({_sum(terms)});")
         for m1, terms in sorted(by_m1.items()):

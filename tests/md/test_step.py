@@ -150,3 +150,4 @@ def test_cuda_graph_step_matches_eager(np_rng, dtype):
         np.testing.assert_allclose(b.stress, a.stress, rtol=0, atol=tol * np.abs(a.stress).max())
     assert graph.num_builds >= 2
     assert graph.num_captures <= 2  # recaptured only when the edge count outgrew the capacity
+    assert graph._symmetric  # the captured step ran its radial MLPs once per pair of edges

@@ -147,6 +147,66 @@ def test_symmetric_graph_one_pass_backward(case, dtype, grouped):
         assert rel(a, b) < close, rel(a, b)
 
 
+@pytest.mark.parametrize("grouped", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", ["l1_in_l3", "l2_in_l3"])
+def test_weights_shared_by_pairs(case, dtype, grouped):
+    """One weight row per pair of an edge and its reverse (ops/edge_pairs.py), on a list
+    with edges beyond r_max: output and gradients match autograd of the reference reading
+    each edge's weights from its row; the rows no edge owns get a zero gradient."""
+    from mace_fast.nn.spherical_harmonics import spherical_harmonics
+    from mace_fast.ops.channelwise_tp import compile_tp, edge_csr, symmetric_flag, tp_aggregate
+    from mace_fast.ops.edge_pairs import edge_pairs
+
+    hidden, lmax = CASES[case]
+    irreps_in = Irreps(hidden)
+    c = irreps_in[0][0]
+    sh_irreps = Irreps.spherical_harmonics(lmax)
+    tp = ChannelwiseTensorProduct(irreps_in, sh_irreps, Irreps([(c, ir) for _, ir in sh_irreps])).cuda().double()
+    key = compile_tp(tp, grouped)
+    layout = _message_layout(tp, grouped)
+    rng = np.random.default_rng()
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((3, 3, 3))
+    atoms.positions += rng.normal(0, 0.1, atoms.positions.shape)
+    r_max = 4.0
+    g = {k: v.cuda() for k, v in build_graph(atoms.positions, atoms.numbers, np.asarray(atoms.cell), atoms.pbc, 4.6,
+                                              ElementTable([29])).items()}
+    sender, receiver = g[K.EDGE_INDEX]
+    n = len(atoms)
+    vec = g[K.POSITIONS][receiver] - g[K.POSITIONS][sender] + g[K.SHIFTS]
+    length = vec.norm(dim=-1)
+    csr = edge_csr(g[K.EDGE_INDEX], g[K.EDGE_PTR], n)
+    csr.symmetric = symmetric_flag(csr, g[K.UNIT_SHIFTS], length, r_max)
+    assert int(csr.symmetric) == 1
+    csr.pairs = edge_pairs(csr.sender_perm, length, r_max)
+    rows, count = csr.pairs.rows[:-1].abs(), int(csr.pairs.rows[-1])
+    assert 0 < count < csr.pairs.num_rows - 1  # far edges present: row 0 and spare rows in use
+    w = torch.randn(csr.pairs.num_rows, tp.weight_numel, device="cuda", dtype=torch.float64)
+    w[0] = 0
+    w[count + 1 :] = 0
+    sh = spherical_harmonics(vec, lmax).detach().requires_grad_(True)
+    h = torch.tensor(rng.normal(size=(n, irreps_in.dim)), device="cuda", requires_grad=True)
+    w.requires_grad_(True)
+    ref = layout(scatter_sum(tp(h[sender], sh, w[rows]), receiver, n))
+    grad = torch.randn_like(ref)
+    want = torch.autograd.grad(ref, (h, sh, w), grad)
+    inputs = [t.detach().to(dtype).requires_grad_(True) for t in (h, sh, w)]
+    out = tp_aggregate(*inputs, csr, key, c)
+    got = torch.autograd.grad(out, inputs, grad.to(dtype))
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert rel(out, ref) < tol
+    assert rel(got[0], want[0]) < tol and rel(got[1], want[1]) < tol
+    assert rel(got[2][1 : count + 1], want[2][1 : count + 1]) < tol
+    assert bool((got[2][0] == 0).all() and (got[2][count + 1 :] == 0).all())
+    # The forward reads the same numbers as from weights written out per edge.
+    pairs, csr.pairs = csr.pairs, None
+    assert torch.equal(out, tp_aggregate(inputs[0], inputs[1], inputs[2][rows], csr, key, c))
+    csr.pairs = pairs
+    again = torch.autograd.grad(tp_aggregate(*inputs, csr, key, c), inputs, grad.to(dtype))
+    for a, b in zip(again, got):
+        assert torch.equal(a, b)
+
+
 def _model(hidden, dtype, **kw):
     torch.manual_seed(int(np.random.default_rng().integers(1 << 30)))
     cfg = ModelConfig(atomic_numbers=[6, 8, 14], atomic_energies=[-1.0, -2.0, -3.0], r_max=5.0, num_bessel=8,
@@ -176,17 +236,36 @@ MODELS = {
 }
 
 
+def _count_pairings(monkeypatch):
+    """A list that counts the model's calls of edge_pairs (in its one element)."""
+    import mace_fast.ops.edge_pairs as module
+
+    calls = [0]
+    original = module.edge_pairs
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, "edge_pairs", counted)
+    return calls
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_model_cuda_backend_matches_torch(name):
+def test_model_cuda_backend_matches_torch(name, monkeypatch):
     spec = dict(MODELS[name])
     hidden = spec.pop("hidden")
     ref = _model(hidden, torch.float64, **spec)
     graph = _graph(ref, torch.float64)
     want = ref(graph, compute_stress=True)
     fast = copy.deepcopy(ref).set_backend("cuda")
-    got = fast(graph, compute_stress=True)
+    calls = _count_pairings(monkeypatch)
+    got = fast(graph, compute_stress=True)  # a full list: radial MLPs once per pair of edges
+    per_edge = fast(graph, compute_stress=True, symmetric_edges=False)
+    assert calls == [1]
     for key in (K.ENERGY, K.FORCES, K.STRESS, K.NODE_ENERGY):
         assert rel(got[key], want[key]) < 1e-10, key
+        assert rel(per_edge[key], want[key]) < 1e-10, key
 
     # float32: the kernels' error against float64 is within twice the reference's own.
     g32 = {k: (v.float() if v.is_floating_point() else v) for k, v in graph.items()}
@@ -200,6 +279,25 @@ def test_model_cuda_backend_matches_torch(name):
     # determinism: the same input gives bit-identical forces
     again = fast32(g32, compute_stress=True)
     assert torch.equal(again[K.FORCES], f32[K.FORCES])
+
+
+def test_symmetric_edges_promise_is_checked():
+    """``symmetric_edges=True`` on a list that is not symmetric: an error outside a capture
+    (and the pairing is not used where a pair of atoms has several images)."""
+    model = _model("16x0e+16x1o", torch.float64).set_backend("cuda")
+    graph = _graph(model, torch.float64)
+    keep = torch.ones(graph[K.EDGE_INDEX].shape[1], dtype=torch.bool, device="cuda")
+    keep[int(np.random.default_rng().integers(keep.numel()))] = False
+    broken = dict(graph)
+    broken[K.EDGE_INDEX] = graph[K.EDGE_INDEX][:, keep]
+    broken[K.UNIT_SHIFTS], broken[K.SHIFTS] = graph[K.UNIT_SHIFTS][keep], graph[K.SHIFTS][keep]
+    n = graph[K.POSITIONS].shape[0]
+    broken[K.EDGE_PTR] = torch.cat([torch.zeros(1, dtype=torch.long, device="cuda"),
+                                    torch.cumsum(torch.bincount(broken[K.EDGE_INDEX][1], minlength=n), 0)])
+    assert model.edges_symmetric(graph) and not model.edges_symmetric(broken)
+    with pytest.raises(ValueError, match="symmetric_edges=True"):
+        model(broken, symmetric_edges=True)
+    assert torch.isfinite(model(broken)[K.FORCES]).all()
 
 
 def test_auto_backend_uses_kernels_and_training_falls_back():
