@@ -52,8 +52,10 @@ def main() -> None:
     atoms = system(args.system, np.random.default_rng(0))
     g = build_graph(atoms.positions, atoms.numbers, np.asarray(atoms.cell), atoms.pbc, 6.0, ElementTable(z), dtype)
     g = {k: v.cuda() for k, v in g.items()}
-    groups = element_groups(g[K.ELEMENT_INDEX])  # given, so that the step has no host sync
-    step = lambda: model(g, groups=groups)[K.FORCES]  # noqa: E731
+    # Given, so that the step has no host sync (and can be captured).
+    groups = element_groups(g[K.ELEMENT_INDEX])
+    symmetric = model.edges_symmetric(g) if args.backend == "cuda" else False
+    step = lambda: model(g, groups=groups, symmetric_edges=symmetric)[K.FORCES]  # noqa: E731
     if args.graph:
         graph, _ = capture_cuda_graph(step)
         step = graph.replay
