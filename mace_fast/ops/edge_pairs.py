@@ -52,8 +52,27 @@ class EdgePairs:
     def gather(self, edge_values: torch.Tensor) -> torch.Tensor:
         """``[E, ...] -> [M, ...]``: each row's owner's values, zeros for row 0 and spares.
         Differentiable: the gradient of a row goes to its owner, zeros to other edges."""
-        pad = edge_values.new_zeros((1,) + edge_values.shape[1:])
-        return torch.cat([edge_values, pad])[self.pair_edge]
+        return _GatherPairs.apply(edge_values, self.pair_edge, self.rows[:-1])
+
+
+class _GatherPairs(torch.autograd.Function):
+    """Rows of ``values`` by ``pair_edge`` (index ``E``: zeros). The backward gathers each
+    owner's row gradient by its row (``rows > 0``): autograd's own backward of indexing
+    would scatter-add, and row 0 and every spare row index the same slot ``E``, a long run
+    of duplicate indices that its sort-based kernel serialises (5.5 ms at 1.46M edges with
+    a tenth of them beyond r_max, on an H100)."""
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor, pair_edge: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        pad = values.new_zeros((1,) + values.shape[1:])
+        return torch.cat([values, pad])[pair_edge]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (rows,) = ctx.saved_tensors
+        owner = (rows > 0).view((-1,) + (1,) * (grad.dim() - 1))
+        return torch.where(owner, grad[rows.clamp(min=0)], 0.0), None, None
 
 
 def edge_pairs(sender_perm: torch.Tensor, lengths: torch.Tensor, r_max: float) -> EdgePairs:
