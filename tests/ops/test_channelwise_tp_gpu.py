@@ -17,6 +17,7 @@ from ase.build import bulk
 
 from mace_fast import MACE, ModelConfig
 from mace_fast import keys as K
+from mace_fast.model import PAIRING_MIN_EDGES
 from mace_fast.data.graph import ElementTable, build_graph
 from mace_fast.irreps import Irreps
 from mace_fast.nn.grouped_layout import GroupedLayout
@@ -260,9 +261,9 @@ def test_model_cuda_backend_matches_torch(name, monkeypatch):
     want = ref(graph, compute_stress=True)
     fast = copy.deepcopy(ref).set_backend("cuda")
     calls = _count_pairings(monkeypatch)
-    got = fast(graph, compute_stress=True)  # a full list: radial MLPs once per pair of edges
-    per_edge = fast(graph, compute_stress=True, symmetric_edges=False)
-    assert calls == [1]
+    got = fast(graph, compute_stress=True, symmetric_edges=True)  # a full list: MLPs once per pair
+    per_edge = fast(graph, compute_stress=True)  # few edges: not paired unless asked
+    assert calls == [1] and graph[K.EDGE_INDEX].shape[1] < PAIRING_MIN_EDGES
     for key in (K.ENERGY, K.FORCES, K.STRESS, K.NODE_ENERGY):
         assert rel(got[key], want[key]) < 1e-10, key
         assert rel(per_edge[key], want[key]) < 1e-10, key
@@ -271,13 +272,13 @@ def test_model_cuda_backend_matches_torch(name, monkeypatch):
     g32 = {k: (v.float() if v.is_floating_point() else v) for k, v in graph.items()}
     ref32 = copy.deepcopy(ref).float()
     fast32 = copy.deepcopy(ref).float().set_backend("cuda")
-    r32, f32 = ref32(g32, compute_stress=True), fast32(g32, compute_stress=True)
+    r32, f32 = ref32(g32, compute_stress=True), fast32(g32, compute_stress=True, symmetric_edges=True)
     for key in (K.ENERGY, K.FORCES, K.STRESS):
         err_ref, err_fast = rel(r32[key], want[key]), rel(f32[key], want[key])
         assert err_fast <= 2 * err_ref + 1e-7, (key, err_fast, err_ref)
 
     # determinism: the same input gives bit-identical forces
-    again = fast32(g32, compute_stress=True)
+    again = fast32(g32, compute_stress=True, symmetric_edges=True)
     assert torch.equal(again[K.FORCES], f32[K.FORCES])
 
 
@@ -298,6 +299,17 @@ def test_symmetric_edges_promise_is_checked():
     with pytest.raises(ValueError, match="symmetric_edges=True"):
         model(broken, symmetric_edges=True)
     assert torch.isfinite(model(broken)[K.FORCES]).all()
+
+
+def test_large_symmetric_batches_are_paired_by_default(monkeypatch):
+    model = _model("8x0e+8x1o", torch.float32).set_backend("cuda")
+    graph = _graph(model, torch.float32, n=7)  # 2744 atoms, ~77k edges
+    assert graph[K.EDGE_INDEX].shape[1] >= PAIRING_MIN_EDGES
+    calls = _count_pairings(monkeypatch)
+    paired = model(graph)
+    assert calls == [1]
+    per_edge = model(graph, symmetric_edges=False)
+    assert rel(paired[K.FORCES], per_edge[K.FORCES]) < 1e-5
 
 
 def test_auto_backend_uses_kernels_and_training_falls_back():
