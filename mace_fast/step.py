@@ -14,7 +14,9 @@ Three things make a step cheap:
   second graph of the batch, with no edge to the real atoms and placed so far apart that
   their edges contribute exactly zero; the ghosts' energy, forces and stress are dropped.
   The padding is spread over several ghost receivers so that none of them becomes a long
-  serial segment for the per-receiver kernels.
+  serial segment for the per-receiver kernels. Each new list is checked once for symmetry
+  (every edge within the cutoff has its reverse), which lets the captured step run its
+  radial MLPs once per pair of edges (:mod:`mace_fast.ops.edge_pairs`).
 """
 
 from __future__ import annotations
