@@ -84,12 +84,9 @@ __global__ void tp_forward_kernel(
   // loop is bound by load latency (sender index, then its features), not by arithmetic.
 #pragma unroll 4
   for (int64_t e = begin; e < end; ++e) {
-    const int64_t row = weight_row(rows, e);
-    // Shared rows: row 0 (edges at or beyond the cutoff) is zeros; such an edge adds nothing.
-    if (rows != nullptr && row == 0) continue;
     const scalar_t* hs = h + sender[e] * F_IN;
     const scalar_t* ye = sh + e * S;
-    const scalar_t* we = w + row * (int64_t)(P * C) + c;
+    const scalar_t* we = w + weight_row(rows, e) * (int64_t)(P * C) + c;
 @@LOAD_X@@
 @@LOAD_Y@@
 @@LOAD_W@@
@@ -155,10 +152,6 @@ __global__ void __maxnreg__(PAIRED && sizeof(scalar_t) == 4 ? 168 : 255) tp_back
     const int64_t code = PAIRED ? rows[e] : e;
     const int64_t row = code < 0 ? -code : code;
     const bool owner = code > 0;  // PAIRED: this edge writes its pair's weight gradient
-@@GY_DECL@@
-    // PAIRED, row 0: an edge at or beyond the cutoff has zero weights and contributes no
-    // gradient (the same for the whole block: it skips the loads, not the barriers below).
-    if (!PAIRED || row != 0) {
     const scalar_t* hs = h + j * F_IN;
     const scalar_t* ye = sh + e * S;
     const scalar_t* we = w + row * (int64_t)(P * C) + c;
@@ -166,6 +159,7 @@ __global__ void __maxnreg__(PAIRED && sizeof(scalar_t) == 4 ? 168 : 255) tp_back
 @@LOAD_X@@
 @@LOAD_Y@@
 @@LOAD_W@@
+@@GY_DECL@@
 @@BACKWARD_EDGE@@
     if (nodes) {  // the reverse edge n -> j: weights w, harmonics of -r, gradient row of j
       const scalar_t* gj = grad_out + j * F_MID;
@@ -174,7 +168,6 @@ __global__ void __maxnreg__(PAIRED && sizeof(scalar_t) == 4 ? 168 : 255) tp_back
       if (PAIRED && owner && active) {
 @@PAIR_GW@@
       }
-    }
     }
     // Sum the spherical-harmonic gradient over channels: within the warp at once, over the
     // warps (in order) when a batch of edges is complete.
