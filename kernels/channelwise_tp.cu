@@ -114,13 +114,8 @@ __global__ void tp_forward_kernel(
 // feature gradient, and the receiver's own features) and writes the row; its reverse
 // writes nothing. grad_w is then a buffer of its own (rows are read by both ends).
 // The caller guarantees the graph is symmetric; `symmetric` is not read.
-//
-// Registers: the float32 PAIRED kernel is capped at 168 per thread (no spills), three
-// blocks of 128 threads per multiprocessor instead of two: its loads wait on each other
-// (sender index, then the sender's rows), and more resident warps hide that latency
-// (H100, MP-medium Si 16^3 captured step: 27.0 vs 28.6 ms). float64 would spill.
 template <typename scalar_t, bool REVERSE, bool PAIRED>
-__global__ void __maxnreg__(PAIRED && sizeof(scalar_t) == 4 ? 168 : 255) tp_backward_edges_kernel(
+__global__ void tp_backward_edges_kernel(
     const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ h, const scalar_t* __restrict__ sh,
     const scalar_t* w, const int64_t* __restrict__ sender, const int64_t* __restrict__ edge_ptr,
     const int* __restrict__ symmetric, const int64_t* __restrict__ rows, scalar_t* grad_w,
