@@ -377,7 +377,7 @@ class MACE(nn.Module):
         """Set ``csr.pairs`` where the radial weights can be shared by an edge and its
         reverse (see :meth:`forward`); returns ``vectors``, NaN where a promise made during
         a capture does not hold."""
-        from .ops.edge_pairs import edge_pairs, edges_symmetric
+        from .ops.edge_pairs import edge_pairs, flag_is_set
 
         capturing = vectors.is_cuda and torch.cuda.is_current_stream_capturing()
         if symmetric_edges is None:
@@ -385,8 +385,8 @@ class MACE(nn.Module):
             # more than sharing the weights saves (H100, MP-medium: the same 1.2 ms captured
             # step at 23k edges, 15 % less at 182k).
             big = vectors.shape[0] >= PAIRING_MIN_EDGES
-            symmetric_edges = big and not capturing and edges_symmetric(csr.symmetric)
-        elif symmetric_edges and not capturing and not edges_symmetric(csr.symmetric):
+            symmetric_edges = big and not capturing and flag_is_set(csr.symmetric)
+        elif symmetric_edges and not capturing and not flag_is_set(csr.symmetric):
             raise ValueError(
                 "symmetric_edges=True, but some edge shorter than r_max has no reverse in the batch "
                 "(or a pair of atoms has several periodic images within the cutoff)"

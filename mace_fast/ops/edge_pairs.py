@@ -25,7 +25,8 @@ is the same derivative.
 The reverse of each edge is ``csr.sender_perm``'s edge at the same position, as
 :func:`~mace_fast.ops.channelwise_tp.symmetric_flag` establishes; so pairing is valid
 exactly when that flag is 1, which the caller must know on the host (the row count is a
-shape). :func:`edges_symmetric` tells it, at the cost of one synchronisation.
+shape). :meth:`MACE.edges_symmetric <mace_fast.model.MACE.edges_symmetric>` tells it, at
+the cost of one synchronisation.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["EdgePairs", "edge_pairs", "edges_symmetric"]
+__all__ = ["EdgePairs", "edge_pairs", "flag_is_set"]
 
 
 @dataclass
@@ -79,7 +80,7 @@ def edge_pairs(sender_perm: torch.Tensor, lengths: torch.Tensor, r_max: float) -
     """The pairing of a symmetric graph: ``sender_perm [E]`` (:class:`EdgeCSR`; edge ``k``'s
     reverse is ``sender_perm[k]``), ``lengths [E]``. No host synchronisation.
 
-    Meaningless unless the graph is symmetric (:func:`edges_symmetric`); even then every
+    Meaningless unless the graph is symmetric (:func:`flag_is_set`); even then every
     index stays in range, so a wrong call gives wrong numbers, not a memory fault.
     """
     num_edges = sender_perm.shape[0]
@@ -98,7 +99,7 @@ def edge_pairs(sender_perm: torch.Tensor, lengths: torch.Tensor, r_max: float) -
     return EdgePairs(torch.cat([row, count]), pair_edge[:num_rows].clone())
 
 
-def edges_symmetric(symmetric: Optional[torch.Tensor]) -> bool:
+def flag_is_set(symmetric: Optional[torch.Tensor]) -> bool:
     """The device flag of :func:`~mace_fast.ops.channelwise_tp.symmetric_flag` on the host
     (a synchronisation; not allowed while a CUDA graph is being captured)."""
     return symmetric is not None and bool(symmetric.item())

@@ -21,6 +21,7 @@ from mace_fast.model import PAIRING_MIN_EDGES
 from mace_fast.data.graph import ElementTable, build_graph
 from mace_fast.irreps import Irreps
 from mace_fast.nn.grouped_layout import GroupedLayout
+from mace_fast.nn.linear import element_groups
 from mace_fast.nn.interaction import scatter_sum
 from mace_fast.nn.tensor_product import ChannelwiseTensorProduct
 
@@ -299,6 +300,29 @@ def test_symmetric_edges_promise_is_checked():
     with pytest.raises(ValueError, match="symmetric_edges=True"):
         model(broken, symmetric_edges=True)
     assert torch.isfinite(model(broken)[K.FORCES]).all()
+
+
+def test_broken_promise_in_a_captured_step_gives_nan():
+    """A captured step cannot check ``symmetric_edges=True``: when the list it replays stops
+    being symmetric, every force is NaN, not a wrong number; fixed again, the step is too."""
+    from mace_fast.step import capture_cuda_graph
+
+    model = _model("16x0e+16x1o", torch.float32).set_backend("cuda")
+    static = _graph(model, torch.float32)
+    groups = element_groups(static[K.ELEMENT_INDEX])
+    run = lambda: model(static, groups=groups, symmetric_edges=True)[K.FORCES]  # noqa: E731
+    graph, forces = capture_cuda_graph(run)
+    graph.replay()
+    good = forces.clone()
+    assert torch.isfinite(good).all() and good.abs().max() > 0
+    periodic = (static[K.UNIT_SHIFTS] != 0).any(dim=1).nonzero().squeeze(1)
+    edge = int(periodic[int(np.random.default_rng().integers(len(periodic)))])
+    static[K.UNIT_SHIFTS][edge] *= -1  # its reverse now comes from another image
+    graph.replay()
+    assert torch.isnan(forces).all()
+    static[K.UNIT_SHIFTS][edge] *= -1
+    graph.replay()
+    assert torch.equal(forces, good)
 
 
 def test_large_symmetric_batches_are_paired_by_default(monkeypatch):
