@@ -314,16 +314,12 @@ def first_message(
     """
     mlp = block.radial_mlp
     layers = list(mlp.layers)
-    pairs = getattr(csr, "pairs", None)
-    radial_in = edge_feats if pairs is None else pairs.gather(edge_feats)  # once per pair of edges
     if block._radial_kernel:
         from .radial_mlp import radial_trunk
 
-        radial = radial_trunk(radial_in, layers[:-1], mlp.act.scale, owner=mlp)
+        radial = radial_trunk(edge_feats, layers[:-1], mlp.act.scale, owner=mlp)
     else:
-        radial = mlp.hidden(radial_in)
-    if pairs is not None:
-        radial = pairs.expand(radial)  # [E, K]: the kernel reads one row per edge
+        radial = mlp.hidden(edge_feats)
     if cutoff is not None:
         radial = radial * cutoff
     num_slots, num_nodes = element_feats.shape[0], slot.shape[0]

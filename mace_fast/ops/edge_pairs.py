@@ -45,7 +45,6 @@ class EdgePairs:
 
     rows: torch.Tensor  # [E + 1] int64: signed row of each edge, then the rows in use
     pair_edge: torch.Tensor  # [M] int64: the owner edge of each row, E for row 0 and spares
-    reverse_edge: torch.Tensor  # [M] int64: the owner's reverse, E for row 0 and spares
 
     @property
     def num_rows(self) -> int:
@@ -55,11 +54,6 @@ class EdgePairs:
         """``[E, ...] -> [M, ...]``: each row's owner's values, zeros for row 0 and spares.
         Differentiable: the gradient of a row goes to its owner, zeros to other edges."""
         return _GatherPairs.apply(edge_values, self.pair_edge, self.rows[:-1])
-
-    def expand(self, table: torch.Tensor) -> torch.Tensor:
-        """``[M, ...] -> [E, ...]``: each edge's row. Differentiable: a row's gradient is
-        the sum of its two edges' (row 0 and spares: zero, their values are constants)."""
-        return _ExpandPairs.apply(table, self.rows[:-1], self.pair_edge, self.reverse_edge)
 
 
 class _GatherPairs(torch.autograd.Function):
@@ -82,27 +76,6 @@ class _GatherPairs(torch.autograd.Function):
         return torch.where(owner, grad[rows.clamp(min=0)], 0.0), None, None
 
 
-class _ExpandPairs(torch.autograd.Function):
-    """Rows of ``table`` by ``|rows|``; the backward adds the two edges of each row by
-    gathering them (no scatter, so no duplicate indices and a fixed order)."""
-
-    @staticmethod
-    def forward(ctx, table, rows, pair_edge, reverse_edge):
-        ctx.save_for_backward(pair_edge, reverse_edge)
-        ctx.num_edges, ctx.table_shape = rows.shape[0], table.shape
-        return table[rows.abs()]
-
-    @staticmethod
-    def backward(ctx, grad):
-        pair_edge, reverse_edge = ctx.saved_tensors
-        if ctx.num_edges == 0:
-            return grad.new_zeros(ctx.table_shape), None, None, None
-        used = (pair_edge < ctx.num_edges).view((-1,) + (1,) * (grad.dim() - 1))
-        last = ctx.num_edges - 1
-        both = grad[pair_edge.clamp(max=last)] + grad[reverse_edge.clamp(max=last)]
-        return torch.where(used, both, 0.0), None, None, None
-
-
 def edge_pairs(sender_perm: torch.Tensor, lengths: torch.Tensor, r_max: float) -> EdgePairs:
     """The pairing of a symmetric graph: ``sender_perm [E]`` (:class:`EdgeCSR`; edge ``k``'s
     reverse is ``sender_perm[k]``), ``lengths [E]``. No host synchronisation.
@@ -123,9 +96,7 @@ def edge_pairs(sender_perm: torch.Tensor, lengths: torch.Tensor, r_max: float) -
     pair_edge = torch.full((num_rows + 1,), num_edges, dtype=torch.long, device=dev)
     # Non-owners all go to the extra slot num_rows, dropped below.
     pair_edge.scatter_(0, torch.where(owner, rank, num_rows), edge)
-    pair_edge = pair_edge[:num_rows].clone()
-    reverse_edge = torch.cat([sender_perm, sender_perm.new_full((1,), num_edges)])[pair_edge]
-    return EdgePairs(torch.cat([row, count]), pair_edge, reverse_edge)
+    return EdgePairs(torch.cat([row, count]), pair_edge[:num_rows].clone())
 
 
 def flag_is_set(symmetric: Optional[torch.Tensor]) -> bool:

@@ -93,21 +93,6 @@ def test_a_table_per_pair_reads_back_per_edge(nrng):
     torch.testing.assert_close(grad[owners], want, rtol=1e-12, atol=1e-12)
 
 
-def test_expand_reads_rows_and_sums_both_edges_gradients(nrng):
-    g, csr, lengths = graph(nrng)
-    pairs = edge_pairs(csr.sender_perm, lengths, R_MAX)
-    rows, count = pairs.rows[:-1].abs(), int(pairs.rows[-1])
-    table = torch.tensor(nrng.normal(size=(pairs.num_rows, 5)), requires_grad=True)
-    out = pairs.expand(table)
-    assert torch.equal(out, table[rows])
-    weights = torch.tensor(nrng.normal(size=out.shape))
-    (got,) = torch.autograd.grad((out * weights).sum(), table)
-    (want,) = torch.autograd.grad((table[rows] * weights).sum(), table)  # scatter-add oracle
-    torch.testing.assert_close(got[1 : count + 1], want[1 : count + 1], rtol=1e-15, atol=0)
-    assert bool((got[0] == 0).all() and (got[count + 1 :] == 0).all())
-    assert bool((want[0] != 0).any())  # row 0 is read (by the edges beyond r_max) but constant
-
-
 def test_an_asymmetric_graph_keeps_every_index_in_range(nrng):
     """Pairing is only valid on symmetric graphs (the caller checks); on others it must
     still index inside its tables, never outside."""
@@ -133,8 +118,3 @@ def test_no_edges():
     pairs = edge_pairs(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.float64), R_MAX)
     assert pairs.num_rows == 1 and torch.equal(pairs.rows, torch.zeros(1, dtype=torch.long))
     assert pairs.gather(torch.zeros(0, 3)).shape == (1, 3)
-    table = torch.ones(1, 3, requires_grad=True)
-    out = pairs.expand(table)
-    assert out.shape == (0, 3)
-    (grad,) = torch.autograd.grad(out.sum(), table, allow_unused=True)
-    assert grad is None or torch.equal(grad, torch.zeros(1, 3))
