@@ -80,8 +80,8 @@ def edge_pairs(sender_perm: torch.Tensor, lengths: torch.Tensor, r_max: float) -
     """The pairing of a symmetric graph: ``sender_perm [E]`` (:class:`EdgeCSR`; edge ``k``'s
     reverse is ``sender_perm[k]``), ``lengths [E]``. No host synchronisation.
 
-    Meaningless unless the graph is symmetric (:func:`flag_is_set`); even then every
-    index stays in range, so a wrong call gives wrong numbers, not a memory fault.
+    Meaningful only on a symmetric graph (:func:`flag_is_set`). On any other graph every
+    index still stays in range: a wrong call gives wrong numbers, not a memory fault.
     """
     num_edges = sender_perm.shape[0]
     num_rows = num_edges // 2 + 1
