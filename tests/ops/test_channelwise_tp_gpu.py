@@ -93,6 +93,28 @@ def test_tp_aggregate_matches_reference(case, dtype, grouped):
         assert torch.equal(got, want)
 
 
+def _symmetric_case(case, grouped, r_list):
+    """A compiled product of ``case`` and a full neighbour list (cutoff ``r_list``) of a
+    fresh rattled Cu cell: ``(tp, key, layout, rng, graph, vectors, csr)``."""
+    from mace_fast.ops.channelwise_tp import compile_tp, edge_csr
+
+    hidden, lmax = CASES[case]
+    irreps_in = Irreps(hidden)
+    c = irreps_in[0][0]
+    sh_irreps = Irreps.spherical_harmonics(lmax)
+    tp = ChannelwiseTensorProduct(irreps_in, sh_irreps, Irreps([(c, ir) for _, ir in sh_irreps])).cuda().double()
+    key = compile_tp(tp, grouped)
+    rng = np.random.default_rng()
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((3, 3, 3))
+    atoms.positions += rng.normal(0, 0.1, atoms.positions.shape)
+    g = {k: v.cuda() for k, v in build_graph(atoms.positions, atoms.numbers, np.asarray(atoms.cell), atoms.pbc, r_list,
+                                              ElementTable([29])).items()}
+    sender, receiver = g[K.EDGE_INDEX]
+    vec = g[K.POSITIONS][receiver] - g[K.POSITIONS][sender] + g[K.SHIFTS]
+    csr = edge_csr(g[K.EDGE_INDEX], g[K.EDGE_PTR], len(atoms))
+    return tp, key, _message_layout(tp, grouped), rng, g, vec, csr
+
+
 @pytest.mark.parametrize("grouped", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", ["l1_in_l3", "l2_in_l3"])
@@ -102,33 +124,20 @@ def test_symmetric_graph_one_pass_backward(case, dtype, grouped):
     matches autograd of the reference and the two-pass backward; when the flag is 0 the
     two-pass route runs."""
     from mace_fast.nn.spherical_harmonics import spherical_harmonics
-    from mace_fast.ops.channelwise_tp import compile_tp, edge_csr, symmetric_flag, tp_aggregate
+    from mace_fast.ops.channelwise_tp import symmetric_flag, tp_aggregate
 
-    hidden, lmax = CASES[case]
-    irreps_in = Irreps(hidden)
-    c = irreps_in[0][0]
-    sh_irreps = Irreps.spherical_harmonics(lmax)
-    tp = ChannelwiseTensorProduct(irreps_in, sh_irreps, Irreps([(c, ir) for _, ir in sh_irreps])).cuda().double()
-    key = compile_tp(tp, grouped)
-    layout = _message_layout(tp, grouped)
-    rng = np.random.default_rng()
-    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((3, 3, 3))
-    atoms.positions += rng.normal(0, 0.1, atoms.positions.shape)
     r_max = 4.5
-    g = {k: v.cuda() for k, v in build_graph(atoms.positions, atoms.numbers, np.asarray(atoms.cell), atoms.pbc, r_max,
-                                              ElementTable([29])).items()}
+    tp, key, layout, rng, g, vec, csr = _symmetric_case(case, grouped, r_max)
+    lmax, c, n = CASES[case][1], tp.irreps_in1[0][0], g[K.POSITIONS].shape[0]
     sender, receiver = g[K.EDGE_INDEX]
-    n = len(atoms)
-    vec = g[K.POSITIONS][receiver] - g[K.POSITIONS][sender] + g[K.SHIFTS]
     length = vec.norm(dim=-1, keepdim=True)
-    csr = edge_csr(g[K.EDGE_INDEX], g[K.EDGE_PTR], n)
     csr.symmetric = symmetric_flag(csr, g[K.UNIT_SHIFTS], length.squeeze(1), r_max)
     assert int(csr.symmetric) == 1
     freq = torch.tensor(rng.normal(0, 2, tp.weight_numel), device="cuda")
     phase = torch.tensor(rng.uniform(0, 6, tp.weight_numel), device="cuda")
     w = torch.cos(length * freq + phase)  # [E, P C]: the same on an edge and its reverse
     sh = spherical_harmonics(vec, lmax)
-    h = torch.tensor(rng.normal(size=(n, irreps_in.dim)), device="cuda", requires_grad=True)
+    h = torch.tensor(rng.normal(size=(n, tp.irreps_in1.dim)), device="cuda", requires_grad=True)
     sh, w = sh.detach().requires_grad_(True), w.detach().requires_grad_(True)
     ref = layout(scatter_sum(tp(h[sender], sh, w), receiver, n))
     grad = torch.randn_like(ref)
@@ -157,27 +166,14 @@ def test_weights_shared_by_pairs(case, dtype, grouped):
     with edges beyond r_max: output and gradients match autograd of the reference reading
     each edge's weights from its row; the rows no edge owns get a zero gradient."""
     from mace_fast.nn.spherical_harmonics import spherical_harmonics
-    from mace_fast.ops.channelwise_tp import compile_tp, edge_csr, symmetric_flag, tp_aggregate
+    from mace_fast.ops.channelwise_tp import symmetric_flag, tp_aggregate
     from mace_fast.ops.edge_pairs import edge_pairs
 
-    hidden, lmax = CASES[case]
-    irreps_in = Irreps(hidden)
-    c = irreps_in[0][0]
-    sh_irreps = Irreps.spherical_harmonics(lmax)
-    tp = ChannelwiseTensorProduct(irreps_in, sh_irreps, Irreps([(c, ir) for _, ir in sh_irreps])).cuda().double()
-    key = compile_tp(tp, grouped)
-    layout = _message_layout(tp, grouped)
-    rng = np.random.default_rng()
-    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((3, 3, 3))
-    atoms.positions += rng.normal(0, 0.1, atoms.positions.shape)
     r_max = 4.0
-    g = {k: v.cuda() for k, v in build_graph(atoms.positions, atoms.numbers, np.asarray(atoms.cell), atoms.pbc, 4.6,
-                                              ElementTable([29])).items()}
+    tp, key, layout, rng, g, vec, csr = _symmetric_case(case, grouped, 4.6)  # edges beyond r_max too
+    lmax, c, n = CASES[case][1], tp.irreps_in1[0][0], g[K.POSITIONS].shape[0]
     sender, receiver = g[K.EDGE_INDEX]
-    n = len(atoms)
-    vec = g[K.POSITIONS][receiver] - g[K.POSITIONS][sender] + g[K.SHIFTS]
     length = vec.norm(dim=-1)
-    csr = edge_csr(g[K.EDGE_INDEX], g[K.EDGE_PTR], n)
     csr.symmetric = symmetric_flag(csr, g[K.UNIT_SHIFTS], length, r_max)
     assert int(csr.symmetric) == 1
     csr.pairs = edge_pairs(csr.sender_perm, length, r_max)
@@ -187,7 +183,7 @@ def test_weights_shared_by_pairs(case, dtype, grouped):
     w[0] = 0
     w[count + 1 :] = 0
     sh = spherical_harmonics(vec, lmax).detach().requires_grad_(True)
-    h = torch.tensor(rng.normal(size=(n, irreps_in.dim)), device="cuda", requires_grad=True)
+    h = torch.tensor(rng.normal(size=(n, tp.irreps_in1.dim)), device="cuda", requires_grad=True)
     w.requires_grad_(True)
     ref = layout(scatter_sum(tp(h[sender], sh, w[rows]), receiver, n))
     grad = torch.randn_like(ref)
