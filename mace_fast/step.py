@@ -17,6 +17,11 @@ Three things make a step cheap:
   serial segment for the per-receiver kernels. Each new list is checked once for symmetry
   (every edge within the cutoff has its reverse), which lets the captured step run its
   radial MLPs once per pair of edges (:mod:`mace_fast.ops.edge_pairs`).
+
+Atoms are evaluated in a spatial order of their own (:func:`~mace_fast.data.ordering.morton_order`),
+made when a structure is first seen and again every ``_RESORT_BUILDS`` list rebuilds (atoms
+diffuse), so that the per-receiver kernels read neighbours' rows from cache whatever the
+caller's order; results come back in the caller's order.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import torch
 from . import keys as K
 from .data.graph import ElementTable
 from .data.neighbours import neighbour_list
+from .data.ordering import morton_order
 from .model import MACE
 from .nn.linear import element_groups
 
@@ -41,6 +47,9 @@ __all__ = ["ModelStep", "StepResult", "capture_cuda_graph"]
 _CAPACITY_MARGIN = 0.05
 _MIN_SPARE_EDGES = 64
 _CAPACITY_GROWTH = 1.10
+# Neighbour-list rebuilds between two spatial sorts of the atoms: atoms move little between
+# rebuilds, and a sort costs a host pass over the positions.
+_RESORT_BUILDS = 20
 # Distance between ghost atoms (at least twice the cutoff): beyond any cutoff, ZBL's included.
 _GHOST_SPACING = 20.0
 
@@ -64,12 +73,17 @@ class ModelStep:
         cuda_graph: capture and replay the step as a CUDA graph (default: on CUDA devices).
         static_shapes: keep fixed-capacity, ghost-padded edge arrays (implied by
             ``cuda_graph``; on its own it exists to test the padding without a GPU).
+        sort_atoms: evaluate the atoms in spatial (Z-curve) order; results are returned in
+            the caller's order either way. On a GPU this is what keeps a structure whose atoms
+            come in random order (or a liquid after its atoms have mixed) as fast as a
+            well-ordered one (Si 16^3 in random order: 30 % slower unsorted).
 
     ``num_builds`` and ``num_captures`` count neighbour-list builds and graph captures.
     """
 
     def __init__(
-        self, model: MACE, skin: float = 0.5, cuda_graph: Optional[bool] = None, static_shapes: bool = False
+        self, model: MACE, skin: float = 0.5, cuda_graph: Optional[bool] = None, static_shapes: bool = False,
+        sort_atoms: bool = True,
     ) -> None:
         if skin < 0:
             raise ValueError(f"skin must be >= 0 Å, got {skin}")
@@ -83,6 +97,7 @@ class ModelStep:
             raise ValueError("cuda_graph=True needs the model on a CUDA device")
         self.static_shapes = self.use_graph or static_shapes
         self.elements = ElementTable(model.config.atomic_numbers)
+        self.sort_atoms = bool(sort_atoms)
         self.num_builds = 0
         self.num_captures = 0
         self._layout = None
@@ -93,6 +108,9 @@ class ModelStep:
         self._graph: Optional[torch.cuda.CUDAGraph] = None
         self._packed: Optional[torch.Tensor] = None
         self._symmetric: Optional[bool] = None  # the edge list's, for a captured step
+        # Internal atom k is the caller's atom _order[k] (None: the caller's order).
+        self._order: Optional[np.ndarray] = None
+        self._sorted_at = -1  # num_builds when the atoms were last sorted (-1: not yet)
 
     # ------------------------------------------------------------------ public
     def __call__(
@@ -109,13 +127,20 @@ class ModelStep:
         pbc = tuple(bool(p) for p in pbc)
         layout = (positions.shape, numbers.tobytes(), pbc, bool(stress))
         if layout != self._layout:
-            self._element = torch.as_tensor(self.elements.index(numbers), device=self.device)
+            self._element_caller = self.elements.index(numbers)  # checked in the caller's order
             self._layout, self._ref_positions, self._capacity, self._graph = layout, None, -1, None
+            self._sorted_at = -1
+            self._set_order(np.arange(len(numbers)))
         n = positions.shape[0]
-        pos_dev = torch.from_numpy(positions).to(self.device, non_blocking=False)
         rebuilt = self._needs_rebuild(positions, cell)
+        if rebuilt and self.sort_atoms and (self._sorted_at < 0 or self.num_builds - self._sorted_at >= _RESORT_BUILDS):
+            self._set_order(morton_order(positions, cell, pbc))
+            self._sorted_at = self.num_builds
+        inside = positions if self._order is None else np.ascontiguousarray(positions[self._order])
+        pos_dev = torch.from_numpy(inside).to(self.device, non_blocking=False)
         if rebuilt:
-            self._rebuild(positions, pos_dev, cell, pbc)
+            self._rebuild(inside, pos_dev, cell, pbc)
+            self._ref_positions, self._ref_cell = positions.copy(), cell.copy()
         self._batch[K.POSITIONS][:n].copy_(pos_dev)
         if rebuilt and self.use_graph:
             # A captured step cannot check whether the radial MLP may run once per pair of
@@ -124,12 +149,34 @@ class ModelStep:
             if symmetric != self._symmetric:
                 self._symmetric, self._graph = symmetric, None
         packed = self._run()
+        forces, energies = packed[10 : 10 + 3 * n].reshape(n, 3), packed[10 + 3 * n :]
+        if self._order is not None:  # back to the caller's order
+            forces, energies = _unsort(forces, self._order), _unsort(energies, self._order)
         return StepResult(
             energy=float(packed[0]),
             stress=packed[1:10].reshape(3, 3) if stress else None,
-            forces=packed[10 : 10 + 3 * n].reshape(n, 3),
-            energies=packed[10 + 3 * n :],
+            forces=forces,
+            energies=energies,
         )
+
+    def _set_order(self, order: np.ndarray) -> None:
+        """Evaluate the atoms as ``caller[order]`` from now on (a permutation of ``[N]``).
+
+        A batch already allocated is updated in place (the same tensors, so a captured
+        step stays valid): per-atom element data and each element's atom indices, whose
+        counts a permutation keeps.
+        """
+        identity = np.array_equal(order, np.arange(len(order)))
+        self._order = None if identity else order
+        self._element = torch.as_tensor(self._element_caller[order], device=self.device)
+        if self._capacity < 0:  # no batch for this layout yet
+            return
+        n = self._num_atoms
+        self._batch[K.ELEMENT_INDEX][:n].copy_(self._element)
+        self._batch[K.ATOMIC_NUMBERS][:n].copy_(self.model.atomic_numbers[self._element])
+        for (z, index), (z_new, index_new) in zip(self._groups, element_groups(self._batch[K.ELEMENT_INDEX])):
+            assert z == z_new and index.shape == index_new.shape
+            index.copy_(index_new)
 
     # ---------------------------------------------------------- neighbour list
     def _needs_rebuild(self, positions: np.ndarray, cell: np.ndarray) -> bool:
@@ -171,7 +218,6 @@ class ModelStep:
             ghosts = max(2, int(np.ceil((capacity - num_edges) / degree)))
             self._allocate(positions.shape[0], capacity, ghosts, pbc)
         self._fill_edges(edge_index, unit_shifts, edge_ptr, cell)
-        self._ref_positions, self._ref_cell = positions.copy(), cell.copy()
 
     # ------------------------------------------------------------ static batch
     def _allocate(self, n: int, capacity: int, ghosts: int, pbc) -> None:
@@ -249,6 +295,13 @@ class ModelStep:
         warmup = 2 if self.num_captures == 0 else 1
         self._graph, self._packed = capture_cuda_graph(self._forward, self.device, warmup)
         self.num_captures += 1
+
+
+def _unsort(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Rows of ``values`` (in the order ``caller[order]``) put back in the caller's order."""
+    out = np.empty_like(values)
+    out[order] = values
+    return out
 
 
 def capture_cuda_graph(fn: Callable[[], Any], device: Optional[torch.device] = None, warmup: int = 2):

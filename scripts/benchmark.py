@@ -39,18 +39,32 @@ sys.path.insert(0, str(ROOT))
 
 from mace_fast import keys as K  # noqa: E402
 from mace_fast.data.graph import ElementTable, build_graph  # noqa: E402
+from mace_fast.data.ordering import morton_order  # noqa: E402
 from mace_fast.interop.mace_torch import convert_mace_model  # noqa: E402
 from mace_fast.nn.linear import element_groups  # noqa: E402
 from mace_fast.step import capture_cuda_graph  # noqa: E402
 from tests.interop.mace_models import build_mace_torch_model, mace_batch  # noqa: E402
 
 
-def system(name: str, rng):
-    """``si<n>``: diamond Si, cubic cell x n^3 (8 n^3 atoms); ``cu<n>``: fcc Cu x n^3 (4 n^3)."""
+ORDERS = ("built", "random", "morton")
+
+
+def system(name: str, rng, order: str = "built"):
+    """``si<n>``: diamond Si, cubic cell x n^3 (8 n^3 atoms); ``cu<n>``: fcc Cu x n^3 (4 n^3).
+
+    ``order``: the atoms as ``repeat`` makes them (cell after cell), shuffled, or sorted
+    along a Z-curve (:func:`mace_fast.data.ordering.morton_order`).
+    """
     kind, n = name[:2], int(name[2:])
     proto = bulk("Si", "diamond", a=5.43, cubic=True) if kind == "si" else bulk("Cu", "fcc", a=3.61, cubic=True)
     atoms = proto.repeat((n, n, n))
     atoms.positions += rng.normal(0, 0.05, atoms.positions.shape)
+    if order == "random":
+        atoms = atoms[np.random.default_rng(1).permutation(len(atoms))]
+    elif order == "morton":
+        atoms = atoms[morton_order(atoms.positions, atoms.cell.array, atoms.pbc)]
+    elif order != "built":
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     return atoms
 
 
@@ -156,6 +170,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--max-ref-atoms", type=int, default=15000, help="skip ref/e3nn above this size (memory)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--order", default="built", choices=ORDERS,
+                        help="order of the atoms given to every contender (see system())")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.threads:
@@ -170,7 +186,7 @@ def main() -> None:
     for name in args.systems:
         inputs = []
         for _ in range(3):
-            a = system(name, rng)
+            a = system(name, rng, args.order)
             g = build_graph(a.positions, a.numbers, np.asarray(a.cell), a.pbc, ours.r_max, table, dtype)
             g = {k: v.to(args.device) for k, v in g.items()}
             inputs.append({"ours": g, "mace": mace_batch(g, n_el)})
@@ -195,7 +211,7 @@ def main() -> None:
 
     info = dict(date=time.strftime("%Y-%m-%d"), commit=commit(), device=args.device, dtype=args.dtype,
                 torch=torch.__version__, python=platform.python_version(), threads=torch.get_num_threads(),
-                reps=args.reps, warmup=args.warmup, model="MP-medium (random weights)")
+                reps=args.reps, warmup=args.warmup, model="MP-medium (random weights)", order=args.order)
     if args.device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()
         info["cuda"] = torch.version.cuda

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from benchmark import commit, sync, system, time_steps  # noqa: E402
+from benchmark import ORDERS, commit, sync, system, time_steps  # noqa: E402
 
 from mace_fast import keys as K  # noqa: E402
 from mace_fast.calculator import MaceFastCalculator  # noqa: E402
@@ -41,8 +41,8 @@ from mace_fast.interop.mace_torch import convert_mace_model  # noqa: E402
 from tests.interop.mace_models import build_mace_torch_model  # noqa: E402
 
 
-def md_atoms(name: str, seed: int = 0):
-    atoms = system(name, np.random.default_rng(seed))
+def md_atoms(name: str, seed: int = 0, order: str = "built"):
+    atoms = system(name, np.random.default_rng(seed), order)
     rng = np.random.default_rng(seed + 1)
     # 300 K Maxwell-Boltzmann momenta (amu * Å/fs-ish ASE units), zero total momentum.
     masses = atoms.get_masses()[:, None]
@@ -93,6 +93,9 @@ def main() -> None:
     parser.add_argument("--skin", type=float, default=None, help="mace_fast Verlet skin, Å (default: the calculator's)")
     parser.add_argument("--energy-scale", type=float, default=1e-3,
                         help="factor on the random model's interaction energy (keeps the MD physical)")
+    parser.add_argument("--order", default="built", choices=ORDERS, help="order of the atoms (see benchmark.py)")
+    parser.add_argument("--unsorted", action="store_true",
+                        help="also time mace_fast MD without its spatial sort of the atoms (sort_atoms=False)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--profile", action="store_true",
                         help="also print where the host spends a mace_fast MD step (cProfile)")
@@ -124,7 +127,7 @@ def main() -> None:
 
     rows = []
     for name in args.systems:
-        atoms = md_atoms(name)
+        atoms = md_atoms(name, order=args.order)
         row = dict(system=name, atoms=len(atoms))
         g = build_graph(atoms.positions, atoms.numbers, atoms.cell.array, atoms.pbc, model.r_max, table, dtype)
         g = {k: v.to(args.device) for k, v in g.items()}
@@ -139,6 +142,11 @@ def main() -> None:
         if args.profile:
             profile_md(atoms, calc, args.steps)
         del calc
+        if args.unsorted:
+            calc = MaceFastCalculator(model, device=args.device, skin=args.skin)
+            calc.step.sort_atoms = False
+            row["fast_unsorted_ms"] = 1e3 * time_md(atoms, calc, args.device, args.warmup, args.steps)
+            del calc
         for peer, pcalc in peers.items():
             row[f"{peer}_ms"] = 1e3 * time_md(atoms, pcalc, args.device, 2, max(5, args.steps // 5))
             row[f"{peer}_over_fast"] = row[f"{peer}_ms"] / row["fast_ms"]
@@ -149,7 +157,8 @@ def main() -> None:
 
     info = dict(date=time.strftime("%Y-%m-%d"), commit=commit(), device=args.device, dtype=args.dtype,
                 torch=torch.__version__, python=platform.python_version(), steps=args.steps,
-                model="MP-medium (random weights)", integrator="ASE VelocityVerlet, 1 fs, 300 K start")
+                model="MP-medium (random weights)", integrator="ASE VelocityVerlet, 1 fs, 300 K start",
+                order=args.order)
     if args.device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()
     print(json.dumps(info))

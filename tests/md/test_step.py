@@ -93,6 +93,36 @@ def test_rebuild_rules(np_rng):
     assert step.num_builds == 4 and step._capacity >= capacity
 
 
+@pytest.mark.parametrize("static_shapes", [False, True])
+def test_atoms_in_spatial_order_inside_results_in_callers_order(np_rng, monkeypatch, static_shapes):
+    """A shuffled, mixed structure: the step sorts its atoms (again every rebuild here), and
+    forces and per-atom energies still come back for the caller's atoms."""
+    import mace_fast.step as step_module
+
+    monkeypatch.setattr(step_module, "_RESORT_BUILDS", 1)
+    model = random_model(int(np_rng.integers(1 << 30)))
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True) * (2, 2, 2)
+    atoms.numbers[np_rng.choice(len(atoms), 20, replace=False)] = 6
+    atoms.rattle(0.05, seed=int(np_rng.integers(1 << 30)))
+    atoms = atoms[np_rng.permutation(len(atoms))]
+    sorted_step = ModelStep(model, skin=0.4, static_shapes=static_shapes)
+    plain = ModelStep(model, skin=0.0, sort_atoms=False)
+    orders = []
+    for i in range(4):
+        a = plain(atoms.positions, atoms.numbers, atoms.cell.array, atoms.pbc, True)
+        b = sorted_step(atoms.positions, atoms.numbers, atoms.cell.array, atoms.pbc, True)
+        assert np.abs(a.forces).max() > 1e-3
+        assert b.energy == pytest.approx(a.energy, rel=1e-12)
+        np.testing.assert_allclose(b.forces, a.forces, rtol=0, atol=1e-11)
+        np.testing.assert_allclose(b.energies, a.energies, rtol=0, atol=1e-11)
+        np.testing.assert_allclose(b.stress, a.stress, rtol=0, atol=1e-12)
+        assert plain._order is None and sorted_step._order is not None
+        orders.append(sorted_step._order.copy())
+        atoms.positions += np_rng.normal(0, 0.15, atoms.positions.shape)  # a rebuild each time
+    assert sorted_step.num_builds == 4
+    assert any(not np.array_equal(o, orders[0]) for o in orders[1:])  # re-sorted as atoms moved
+
+
 def test_layout_change_and_unknown_element():
     model = random_model(2)
     step = ModelStep(model, skin=0.3, static_shapes=True)
@@ -151,3 +181,29 @@ def test_cuda_graph_step_matches_eager(np_rng, dtype):
     assert graph.num_builds >= 2
     assert graph.num_captures <= 2  # recaptured only when the edge count outgrew the capacity
     assert graph._symmetric  # the captured step ran its radial MLPs once per pair of edges
+
+
+@pytest.mark.gpu
+def test_cuda_graph_step_resorts_atoms_in_place(np_rng, monkeypatch):
+    """Re-sorting the atoms of a captured step (every rebuild here) updates its batch in
+    place: no recapture, and the replay still matches an eager, unsorted step."""
+    import mace_fast.step as step_module
+
+    monkeypatch.setattr(step_module, "_RESORT_BUILDS", 1)
+    model = random_model(int(np_rng.integers(1 << 30)), hidden="16x0e+16x1o").to("cuda", torch.float64)
+    model.set_backend("auto")
+    atoms = bulk("Si", "diamond", a=5.43) * (3, 3, 3)
+    atoms.numbers[np_rng.choice(len(atoms), 15, replace=False)] = 8
+    atoms = atoms[np_rng.permutation(len(atoms))]
+    graph = ModelStep(model, skin=0.5)
+    eager = ModelStep(model, skin=0.0, cuda_graph=False, sort_atoms=False)
+    for i in range(5):
+        atoms.positions += np_rng.normal(0, 0.2, atoms.positions.shape)  # a rebuild each step
+        a = eager(atoms.positions, atoms.numbers, atoms.cell.array, atoms.pbc, True)
+        b = graph(atoms.positions, atoms.numbers, atoms.cell.array, atoms.pbc, True)
+        assert np.abs(a.forces).max() > 1e-3
+        np.testing.assert_allclose(b.forces, a.forces, rtol=0, atol=1e-10 * np.abs(a.forces).max())
+        np.testing.assert_allclose(b.energies, a.energies, rtol=0, atol=1e-10 * np.abs(a.energies).max())
+        assert abs(b.energy - a.energy) <= 1e-10 * abs(a.energy)
+    assert graph.num_builds == 5 and graph._order is not None
+    assert graph.num_captures <= 2  # only when the edge count outgrew the capacity
