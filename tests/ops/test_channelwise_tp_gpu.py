@@ -265,14 +265,24 @@ def test_model_cuda_backend_matches_torch(name, monkeypatch):
         assert rel(got[key], want[key]) < 1e-10, key
         assert rel(per_edge[key], want[key]) < 1e-10, key
 
-    # float32: the kernels' error against float64 is within twice the reference's own.
-    g32 = {k: (v.float() if v.is_floating_point() else v) for k, v in graph.items()}
+    # float32: the kernels' error against float64 is within twice the reference's own, in
+    # root mean square over four structures. One structure's error is a noisy estimate:
+    # the stress of a single 64-atom cell passed 2x the reference's error in about 3 % of
+    # random draws, with the tensor-product kernels before and after their shared partial
+    # sums alike, while the median ratio was 0.9 (30 draws each).
     ref32 = copy.deepcopy(ref).float()
     fast32 = copy.deepcopy(ref).float().set_backend("cuda")
-    r32, f32 = ref32(g32, compute_stress=True), fast32(g32, compute_stress=True, symmetric_edges=True)
-    for key in (K.ENERGY, K.FORCES, K.STRESS):
-        err_ref, err_fast = rel(r32[key], want[key]), rel(f32[key], want[key])
-        assert err_fast <= 2 * err_ref + 1e-7, (key, err_fast, err_ref)
+    squares = {key: [0.0, 0.0] for key in (K.ENERGY, K.FORCES, K.STRESS)}
+    for draw in range(4):
+        g64 = graph if draw == 0 else _graph(ref, torch.float64)
+        exact = want if draw == 0 else ref(g64, compute_stress=True)
+        g32 = {k: (v.float() if v.is_floating_point() else v) for k, v in g64.items()}
+        r32, f32 = ref32(g32, compute_stress=True), fast32(g32, compute_stress=True, symmetric_edges=True)
+        for key, sq in squares.items():
+            sq[0] += rel(r32[key], exact[key]) ** 2 / 4
+            sq[1] += rel(f32[key], exact[key]) ** 2 / 4
+    for key, (ref_sq, fast_sq) in squares.items():
+        assert fast_sq**0.5 <= 2 * ref_sq**0.5 + 1e-7, (key, fast_sq**0.5, ref_sq**0.5)
 
     # determinism: the same input gives bit-identical forces
     again = fast32(g32, compute_stress=True, symmetric_edges=True)
