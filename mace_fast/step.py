@@ -108,8 +108,12 @@ class ModelStep:
         self._graph: Optional[torch.cuda.CUDAGraph] = None
         self._packed: Optional[torch.Tensor] = None
         self._symmetric: Optional[bool] = None  # the edge list's, for a captured step
-        # Internal atom k is the caller's atom _order[k] (None: the caller's order).
+        # Internal atom k is the caller's atom _order[k] (None: the caller's order, when not
+        # sorting); the same on the device, and its inverse (caller atom i is internal atom
+        # _inverse[i]), updated in place so that a captured step stays valid.
         self._order: Optional[np.ndarray] = None
+        self._order_dev: Optional[torch.Tensor] = None
+        self._inverse_dev: Optional[torch.Tensor] = None
         self._sorted_at = -1  # num_builds when the atoms were last sorted (-1: not yet)
 
     # ------------------------------------------------------------------ public
@@ -136,10 +140,11 @@ class ModelStep:
         if rebuilt and self.sort_atoms and (self._sorted_at < 0 or self.num_builds - self._sorted_at >= _RESORT_BUILDS):
             self._set_order(morton_order(positions, cell, pbc))
             self._sorted_at = self.num_builds
-        inside = positions if self._order is None else np.ascontiguousarray(positions[self._order])
-        pos_dev = torch.from_numpy(inside).to(self.device, non_blocking=False)
+        pos_dev = torch.from_numpy(positions).to(self.device, non_blocking=False)
+        if self._order is not None:  # into the internal order, on the device (a host gather costs ~1 ms)
+            pos_dev = pos_dev[self._order_dev]
         if rebuilt:
-            self._rebuild(inside, pos_dev, cell, pbc)
+            self._rebuild(positions if self._order is None else positions[self._order], pos_dev, cell, pbc)
             self._ref_positions, self._ref_cell = positions.copy(), cell.copy()
         self._batch[K.POSITIONS][:n].copy_(pos_dev)
         if rebuilt and self.use_graph:
@@ -149,14 +154,11 @@ class ModelStep:
             if symmetric != self._symmetric:
                 self._symmetric, self._graph = symmetric, None
         packed = self._run()
-        forces, energies = packed[10 : 10 + 3 * n].reshape(n, 3), packed[10 + 3 * n :]
-        if self._order is not None:  # back to the caller's order
-            forces, energies = _unsort(forces, self._order), _unsort(energies, self._order)
         return StepResult(
             energy=float(packed[0]),
             stress=packed[1:10].reshape(3, 3) if stress else None,
-            forces=forces,
-            energies=energies,
+            forces=packed[10 : 10 + 3 * n].reshape(n, 3),
+            energies=packed[10 + 3 * n :],
         )
 
     def _set_order(self, order: np.ndarray) -> None:
@@ -166,11 +168,18 @@ class ModelStep:
         step stays valid): per-atom element data and each element's atom indices, whose
         counts a permutation keeps.
         """
-        identity = np.array_equal(order, np.arange(len(order)))
-        self._order = None if identity else order
         self._element = torch.as_tensor(self._element_caller[order], device=self.device)
-        if self._capacity < 0:  # no batch for this layout yet
+        if not self.sort_atoms:
             return
+        self._order = order
+        order_dev = torch.as_tensor(order, device=self.device)
+        inverse = torch.empty_like(order_dev)
+        inverse[order_dev] = torch.arange(len(order), device=self.device)
+        if self._capacity < 0:  # no batch (nor captured step) for this layout yet
+            self._order_dev, self._inverse_dev = order_dev, inverse
+            return
+        self._order_dev.copy_(order_dev)
+        self._inverse_dev.copy_(inverse)
         n = self._num_atoms
         self._batch[K.ELEMENT_INDEX][:n].copy_(self._element)
         self._batch[K.ATOMIC_NUMBERS][:n].copy_(self.model.atomic_numbers[self._element])
@@ -272,11 +281,14 @@ class ModelStep:
         out = self.model(self._batch, compute_forces=True, compute_stress=stress, groups=self._groups,
                          symmetric_edges=self._symmetric if self.use_graph else None)
         n = self._num_atoms
+        forces, energies = out[K.FORCES][:n], out[K.NODE_ENERGY][:n]
+        if self._order is not None:  # back to the caller's order
+            forces, energies = forces[self._inverse_dev], energies[self._inverse_dev]
         parts = [
             out[K.ENERGY][:1],
             out[K.STRESS][0].reshape(9) if stress else out[K.ENERGY].new_zeros(9),
-            out[K.FORCES][:n].reshape(-1),
-            out[K.NODE_ENERGY][:n],
+            forces.reshape(-1),
+            energies,
         ]
         return torch.cat([p.detach() for p in parts]).to(torch.float64)
 
@@ -295,13 +307,6 @@ class ModelStep:
         warmup = 2 if self.num_captures == 0 else 1
         self._graph, self._packed = capture_cuda_graph(self._forward, self.device, warmup)
         self.num_captures += 1
-
-
-def _unsort(values: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """Rows of ``values`` (in the order ``caller[order]``) put back in the caller's order."""
-    out = np.empty_like(values)
-    out[order] = values
-    return out
 
 
 def capture_cuda_graph(fn: Callable[[], Any], device: Optional[torch.device] = None, warmup: int = 2):
