@@ -96,6 +96,16 @@ __global__ void tp_forward_kernel(
 @@STORE_ACC@@
 }
 
+// Threads per block of the edges kernel: the channel count of this architecture rounded up to
+// a warp. In float32 the kernel asks the compiler to keep about 12 warps per multiprocessor
+// (3 blocks of 128 threads: at most 168 registers): left free, it chose 128 registers for 4
+// blocks and ran 11 % slower (H100, Si 16^3: 9.60 ms against 8.62 with 168; with the cap, 7.51).
+constexpr int kEdgesThreads = ((@@CHANNELS@@ + 31) / 32) * 32;
+template <typename scalar_t>
+__host__ __device__ constexpr int edges_min_blocks() {
+  return sizeof(scalar_t) == 4 && kEdgesThreads <= 384 ? 384 / kEdgesThreads : 1;
+}
+
 // Receiver-major backward: gradient of the per-edge weights and of the spherical harmonics.
 // grad_w may be w itself (no __restrict__ on either): each thread loads its weights of an
 // edge before it writes their gradient, and the sender-major kernel has run before.
@@ -114,16 +124,6 @@ __global__ void tp_forward_kernel(
 // feature gradient, and the receiver's own features) and writes the row; its reverse
 // writes nothing. grad_w is then a buffer of its own (rows are read by both ends).
 // The caller guarantees the graph is symmetric; `symmetric` is not read.
-// Threads per block of the edges kernel: the channel count of this architecture rounded up to
-// a warp. In float32 the kernel asks the compiler to keep about 12 warps per multiprocessor
-// (3 blocks of 128 threads: at most 168 registers): left free, it chose 128 registers for 4
-// blocks and ran 11 % slower (H100, Si 16^3: 9.60 ms against 8.62 with 168; with the cap, 7.51).
-constexpr int kEdgesThreads = ((@@CHANNELS@@ + 31) / 32) * 32;
-template <typename scalar_t>
-__host__ __device__ constexpr int edges_min_blocks() {
-  return sizeof(scalar_t) == 4 && kEdgesThreads <= 384 ? 384 / kEdgesThreads : 1;
-}
-
 template <typename scalar_t, bool REVERSE, bool PAIRED>
 __global__ void __launch_bounds__(kEdgesThreads, edges_min_blocks<scalar_t>()) tp_backward_edges_kernel(
     const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ h, const scalar_t* __restrict__ sh,
