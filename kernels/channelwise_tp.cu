@@ -231,13 +231,14 @@ __global__ void tp_backward_nodes_kernel(
 int threads_for(int C) { return ((C + 31) / 32) * 32; }
 
 // Shared weight rows: zero the gradient rows no edge owns (row 0 and those past the rows
-// in use), so that the op returns no uninitialised memory. Rows in use are skipped at once.
+// in use), so that the op returns no uninitialised memory. Spare t = 0 is row 0, t >= 1
+// row used + t: the rows in use are never visited.
 template <typename scalar_t>
 __global__ void zero_spare_rows_kernel(scalar_t* __restrict__ grad_w, const int64_t* __restrict__ in_use,
                                        int64_t num_rows, int64_t width) {
   const int64_t used = *in_use;
-  for (int64_t r = blockIdx.x; r < num_rows; r += gridDim.x) {
-    if (r != 0 && r <= used) continue;
+  for (int64_t t = blockIdx.x; t < num_rows - used; t += gridDim.x) {
+    const int64_t r = t == 0 ? 0 : used + t;
     for (int64_t i = threadIdx.x; i < width; i += blockDim.x) grad_w[r * width + i] = scalar_t(0);
   }
 }

@@ -31,8 +31,8 @@ the cost of one synchronisation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -45,6 +45,8 @@ class EdgePairs:
 
     rows: torch.Tensor  # [E + 1] int64: signed row of each edge, then the rows in use
     pair_edge: torch.Tensor  # [M] int64: the owner edge of each row, E for row 0 and spares
+    # gather's results by input (both interactions gather the same edge features)
+    _gathered: Dict[int, Tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @property
     def num_rows(self) -> int:
@@ -52,8 +54,14 @@ class EdgePairs:
 
     def gather(self, edge_values: torch.Tensor) -> torch.Tensor:
         """``[E, ...] -> [M, ...]``: each row's owner's values, zeros for row 0 and spares.
-        Differentiable: the gradient of a row goes to its owner, zeros to other edges."""
-        return _GatherPairs.apply(edge_values, self.pair_edge, self.rows[:-1])
+        Differentiable: the gradient of a row goes to its owner, zeros to other edges. A
+        tensor gathered again gives the same result tensor (one gather, one backward)."""
+        seen = self._gathered.get(id(edge_values))
+        if seen is not None and seen[0] is edge_values:
+            return seen[1]
+        out = _GatherPairs.apply(edge_values, self.pair_edge, self.rows[:-1])
+        self._gathered[id(edge_values)] = (edge_values, out)
+        return out
 
 
 class _GatherPairs(torch.autograd.Function):

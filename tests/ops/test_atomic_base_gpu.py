@@ -158,3 +158,67 @@ def test_edges_outside_every_range_get_zero_gradients(rng, n):
     for a, b in zip(got_grads, want_grads):
         assert torch.isfinite(a).all() and rel(a, b) < 1e-13
         assert (a[:before] == 0).all() and (a[e - after :] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("slots", [1, 2])
+def test_shared_rows_match_per_edge_rows(rng, dtype, slots):
+    """Radial rows shared by an edge and its reverse (``rows``, ops/edge_pairs.py): on a
+    rattled periodic structure with edges beyond r_max (zero row) and spare rows, the base
+    and the gradients equal the per-edge op's, the row gradient being the sum over the two
+    edges of the pair; rows no edge owns get exact zeros (the outputs are not zero-filled
+    first: freed NaN blocks of the same size stay in the allocator's cache)."""
+    import numpy as np
+    from ase.build import bulk
+
+    from mace_fast import keys as K
+    from mace_fast.data.graph import ElementTable, build_graph
+    from mace_fast.ops.channelwise_tp import edge_csr, symmetric_flag
+    from mace_fast.ops.edge_pairs import edge_pairs
+
+    nrng = np.random.default_rng(int(torch.randint(1 << 30, (1,), generator=rng)))
+    # Cells wider than twice the list's cutoff: no pair of atoms has two images in the list.
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((3, 3, 3))
+    atoms.positions += nrng.normal(0, 0.1, atoms.positions.shape)
+    r_max, width, num_sh = 4.0, 40, 16
+    g = build_graph(atoms.positions, atoms.numbers, np.asarray(atoms.cell), atoms.pbc, r_max + 0.6,
+                    ElementTable([29]), torch.float64)
+    g = {k: v.cuda() for k, v in g.items()}
+    sender, receiver = g[K.EDGE_INDEX]
+    n, e = len(atoms), sender.shape[0]
+    lengths = (g[K.POSITIONS][receiver] - g[K.POSITIONS][sender] + g[K.SHIFTS]).norm(dim=-1)
+    csr = edge_csr(g[K.EDGE_INDEX], g[K.EDGE_PTR], n)
+    assert int(symmetric_flag(csr, g[K.UNIT_SHIFTS], lengths, r_max)) == 1  # pairing is valid
+    pairs = edge_pairs(csr.sender_perm, lengths, r_max)
+    rows = pairs.rows
+    count = int(rows[-1])
+    assert 0 < 2 * count < e and pairs.num_rows > count + 1  # beyond-cutoff edges and spare rows present
+
+    slot = torch.randint(0, slots, (n,), generator=rng, dtype=torch.int32).cuda()
+    shared = torch.randn(pairs.num_rows, width, generator=rng, dtype=torch.float64).cuda()
+    shared[0] = 0  # the zero row of edges beyond r_max (and spare rows, as the trunk gives them)
+    shared[count + 1 :] = 0
+    shared = shared.to(dtype).requires_grad_(True)
+    sh = torch.randn(e, num_sh, generator=rng, dtype=torch.float64).cuda().to(dtype).requires_grad_(True)
+    per_edge = shared.detach()[rows[:-1].abs()].requires_grad_(True)
+    want = atomic_base(per_edge, sh, sender, csr.edge_ptr, slot, slots)
+    grad = torch.randn(want.shape, generator=rng, dtype=torch.float64).cuda().to(dtype)
+    want_edge, want_sh = torch.autograd.grad(want, (per_edge, sh), grad)
+    want_rows = torch.zeros_like(shared).index_add_(0, rows[:-1].abs(), want_edge)
+    want_rows[0] = 0  # no gradient for the zero row
+
+    stale = [torch.full((2,) + tuple(shared.shape), float("nan"), dtype=dtype, device="cuda")]
+    del stale
+    got = atomic_base(shared, sh, sender, csr.edge_ptr, slot, slots, rows=rows)
+    got_rows, got_sh = torch.autograd.grad(got, (shared, sh), grad)
+    tol = 1e-13 if dtype == torch.float64 else 2e-6
+    assert torch.equal(got, want)  # same reads, same order
+    assert torch.equal(got_sh, want_sh)
+    assert torch.isfinite(got_rows).all()
+    assert (got_rows[0] == 0).all() and (got_rows[count + 1 :] == 0).all()
+    assert rel(got_rows, want_rows) < tol
+    again_rows, again_sh = torch.autograd.grad(atomic_base(shared, sh, sender, csr.edge_ptr, slot, slots, rows=rows),
+                                               (shared, sh), grad)
+    assert torch.equal(again_rows, got_rows) and torch.equal(again_sh, got_sh)
+    with pytest.raises(ValueError, match="same edges"):
+        atomic_base(shared, sh, sender, csr.edge_ptr, slot, slots, rows=rows[:-1])
