@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--ops", action="store_true", help="GPU time per torch operator and input shapes")
     parser.add_argument("--graph", action="store_true", help="profile the step captured as a CUDA graph (kernels only)")
     parser.add_argument("--steps", type=int, default=1, help="steps profiled back to back (times are totals)")
+    parser.add_argument("--order", default="built", help="order of the atoms (benchmark.system): built, random, morton")
     parser.add_argument("--converted", action="store_true",
                         help="the benchmark's model: a random mace-torch MP-medium (89 elements), converted")
     args = parser.parse_args()
@@ -49,7 +50,7 @@ def main() -> None:
         cfg = ModelConfig(atomic_numbers=z, atomic_energies=[0.0], r_max=6.0, num_bessel=10,
                           hidden_irreps="128x0e+128x1o", radial_mlp=[64, 64, 64], avg_num_neighbors=40.0)
         model = MACE(cfg, backend=args.backend).to(dtype).cuda()
-    atoms = system(args.system, np.random.default_rng(0))
+    atoms = system(args.system, np.random.default_rng(0), args.order)
     g = build_graph(atoms.positions, atoms.numbers, np.asarray(atoms.cell), atoms.pbc, 6.0, ElementTable(z), dtype)
     g = {k: v.cuda() for k, v in g.items()}
     # Given, so that the step has no host sync (and can be captured).
