@@ -22,6 +22,7 @@
 #include <cuda_runtime.h>
 
 #include "atomic_base.h"
+#include "pair_rows.cuh"
 
 namespace {
 
@@ -29,8 +30,6 @@ constexpr int K = @@WIDTH@@;
 constexpr int S = @@NUM_SH@@;
 constexpr int KJ = (K + 31) / 32;  // radial channels per lane
 constexpr int kWarps = 4;          // receivers per block
-
-__device__ __forceinline__ int64_t radial_row(int64_t signed_row) { return signed_row < 0 ? -signed_row : signed_row; }
 
 template <typename T>
 __global__ void __launch_bounds__(32 * kWarps) forward_kernel(const T* __restrict__ radial, const T* __restrict__ sh,
@@ -52,7 +51,7 @@ __global__ void __launch_bounds__(32 * kWarps) forward_kernel(const T* __restric
       for (int j = 0; j < KJ; ++j) acc[s][j] = T(0);
     for (int64_t e = begin; e < end; ++e) {
       if (num_slots > 1 && slot[sender[e]] != q) continue;
-      const int64_t re = rows == nullptr ? e : radial_row(rows[e]);
+      const int64_t re = edge_row(rows, e);
       T r[KJ];
 #pragma unroll
       for (int j = 0; j < KJ; ++j) {
@@ -89,11 +88,10 @@ __global__ void __launch_bounds__(32 * kWarps) backward_kernel(const T* __restri
   const int64_t node = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (rows != nullptr) {
-    // Rows no edge writes, row 0 and those past the rows in use (rows[E]), get zeros:
-    // spare t = 0 is row 0, t >= 1 row used + t. Warps take them in turn.
+    // Rows no edge writes (pair_rows.cuh's spare rows) get zeros. Warps take them in turn.
     const int64_t used = rows[num_edges], spare = num_rows - used;
     for (int64_t t = node; t < spare; t += int64_t(gridDim.x) * kWarps) {
-      const int64_t r = t == 0 ? 0 : used + t;
+      const int64_t r = spare_row(used, t);
       for (int k = lane; k < K; k += 32) {
         grad_radial[r * K + k] = T(0);
         grad_radial[(num_rows + r) * K + k] = T(0);
@@ -130,7 +128,7 @@ __global__ void __launch_bounds__(32 * kWarps) backward_kernel(const T* __restri
       int64_t re = e, out = e;
       if (rows != nullptr) {
         const int64_t signed_row = rows[e];
-        re = radial_row(signed_row);
+        re = pair_row(signed_row);
         out = signed_row == 0 ? -1 : (signed_row < 0 ? num_rows : 0) + re;
       }
       T r[KJ], gr[KJ];

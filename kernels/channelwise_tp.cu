@@ -26,6 +26,7 @@
 #include <cuda_runtime.h>
 
 #include "channelwise_tp.h"
+#include "pair_rows.cuh"
 
 namespace {
 
@@ -62,13 +63,6 @@ __device__ __forceinline__ void warp_sum_halving(scalar_t* x, int lane) {
   }
 }
 
-// The weight row of edge e: e itself, or |rows[e]| for weights shared by pairs of edges.
-__device__ __forceinline__ int64_t weight_row(const int64_t* __restrict__ rows, int64_t e) {
-  if (rows == nullptr) return e;
-  const int64_t r = rows[e];
-  return r < 0 ? -r : r;
-}
-
 template <typename scalar_t>
 __global__ void tp_forward_kernel(
     const scalar_t* __restrict__ h, const scalar_t* __restrict__ sh, const scalar_t* __restrict__ w,
@@ -86,7 +80,7 @@ __global__ void tp_forward_kernel(
   for (int64_t e = begin; e < end; ++e) {
     const scalar_t* hs = h + sender[e] * F_IN;
     const scalar_t* ye = sh + e * S;
-    const scalar_t* we = w + weight_row(rows, e) * (int64_t)(P * C) + c;
+    const scalar_t* we = w + edge_row(rows, e) * (int64_t)(P * C) + c;
 @@LOAD_X@@
 @@LOAD_Y@@
 @@LOAD_W@@
@@ -155,7 +149,7 @@ __global__ void __launch_bounds__(kEdgesThreads, edges_min_blocks<scalar_t>()) t
     const int buf = int((e - begin) / kEdgeBatch) & 1;
     const int64_t j = sender[e];
     const int64_t code = PAIRED ? rows[e] : e;
-    const int64_t row = code < 0 ? -code : code;
+    const int64_t row = pair_row(code);
     const bool owner = code > 0;  // PAIRED: this edge writes its pair's weight gradient
     const scalar_t* hs = h + j * F_IN;
     const scalar_t* ye = sh + e * S;
@@ -230,15 +224,14 @@ __global__ void tp_backward_nodes_kernel(
 
 int threads_for(int C) { return ((C + 31) / 32) * 32; }
 
-// Shared weight rows: zero the gradient rows no edge owns (row 0 and those past the rows
-// in use), so that the op returns no uninitialised memory. Spare t = 0 is row 0, t >= 1
-// row used + t: the rows in use are never visited.
+// Shared weight rows: zero the gradient rows no edge owns (pair_rows.cuh's spare rows), so
+// that the op returns no uninitialised memory.
 template <typename scalar_t>
 __global__ void zero_spare_rows_kernel(scalar_t* __restrict__ grad_w, const int64_t* __restrict__ in_use,
                                        int64_t num_rows, int64_t width) {
   const int64_t used = *in_use;
   for (int64_t t = blockIdx.x; t < num_rows - used; t += gridDim.x) {
-    const int64_t r = t == 0 ? 0 : used + t;
+    const int64_t r = spare_row(used, t);
     for (int64_t i = threadIdx.x; i < width; i += blockDim.x) grad_w[r * width + i] = scalar_t(0);
   }
 }

@@ -85,7 +85,7 @@ def load_library(width: int, num_sh: int) -> ctypes.CDLL:
     """The compiled kernels for ``(K, S)`` (compiled on first use, then cached)."""
     lib = _LIBS.get((width, num_sh))
     if lib is None:
-        lib = load_shared("mace_fast_base", atomic_base_source(width, num_sh), "atomic_base.h")
+        lib = load_shared("mace_fast_base", atomic_base_source(width, num_sh), ("atomic_base.h", "pair_rows.cuh"))
         tail = [ctypes.c_int64, ctypes.c_int, _P]
         for suffix in ("f32", "f64"):
             fwd = getattr(lib, f"atomic_base_forward_{suffix}")

@@ -82,7 +82,7 @@ def compile_tp(tp: ChannelwiseTensorProduct, grouped: bool = False) -> str:
     ``grouped``: kernels whose message is in the grouped layout
     (:mod:`mace_fast.nn.grouped_layout`), not ``mul_ir``.
     """
-    path = compile_shared("mace_fast_tp", channelwise_tp_source(tp, grouped), "channelwise_tp.h")
+    path = compile_shared("mace_fast_tp", channelwise_tp_source(tp, grouped), ("channelwise_tp.h", "pair_rows.cuh"))
     key = path.stem
     if key not in _LIBRARY:
         _LIBRARY[key] = binding().load_library(str(path))
