@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -64,22 +63,6 @@ def time_md(atoms, calc, device: str, warmup: int, steps: int) -> float:
     dyn.run(steps)
     sync(device)
     return (time.perf_counter() - t0) / steps
-
-
-def time_step_calls(step, atoms, device: str, reps: int = 40) -> float:
-    """Median seconds of one ``ModelStep`` call at fixed positions: the (captured) step and
-    its transfers, without ASE and without a neighbour-list rebuild."""
-    args = (atoms.positions, atoms.numbers, atoms.cell.array, atoms.pbc)
-    for _ in range(3):  # the first call may rebuild the list (and capture again)
-        step(*args)
-    times = []
-    for _ in range(reps):
-        sync(device)
-        t0 = time.perf_counter()
-        step(*args)
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def profile_md(atoms, calc, steps: int) -> None:
@@ -157,7 +140,11 @@ def main() -> None:
         row["fast_captures"] = calc.step.num_captures
         row["fast_edges_capacity"] = calc.step._capacity
         row["fast_over_model"] = row["fast_ms"] / row["model_ms"]
-        row["step_ms"] = 1e3 * time_step_calls(calc.step, atoms, args.device)
+        # One ModelStep call at fixed positions: the (captured) step and its transfers, without
+        # ASE; the warm-up calls absorb the list rebuild (and capture) the first one may need.
+        step_args = (atoms.positions, atoms.numbers, atoms.cell.array, atoms.pbc)
+        t_step, _ = time_steps(lambda _: calc.step(*step_args), [None], args.device, 3, 40)
+        row["step_ms"] = 1e3 * t_step
         if args.profile:
             profile_md(atoms, calc, args.steps)
         del calc
