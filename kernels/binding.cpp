@@ -141,18 +141,22 @@ std::vector<torch::Tensor> backward(int64_t id, torch::Tensor grad_out, torch::T
   // edges beyond the cutoff) and spare rows get zeros.
   auto grad_w = grad_into_w ? w : torch::empty_like(w);
   const int64_t num_edges = sender.size(0), num_rows = w.size(0);
+  // Shared rows: scratch for the feature gradients that a pair's owner computes for the
+  // other end of the pair (one row per pair; channelwise_tp.cu, tp_backward_pairs_kernel).
+  auto pair_gh = r != nullptr ? torch::empty({num_rows, (int64_t)lib.dims.f_in}, h.options()) : torch::Tensor();
   const int64_t n = h.size(0);
   if (t == torch::kFloat) {
     ok(lib.bwd32(grad_out.data_ptr<float>(), h.data_ptr<float>(), sh.data_ptr<float>(), w.data_ptr<float>(),
                  sender.data_ptr<int64_t>(), receiver.data_ptr<int64_t>(), edge_ptr.data_ptr<int64_t>(),
                  sender_perm.data_ptr<int64_t>(), sender_ptr.data_ptr<int64_t>(), sym, r, num_edges, num_rows,
-                 grad_h.data_ptr<float>(), grad_sh.data_ptr<float>(), grad_w.data_ptr<float>(), n, (int)C, stream));
+                 grad_h.data_ptr<float>(), grad_sh.data_ptr<float>(), grad_w.data_ptr<float>(),
+                 r != nullptr ? pair_gh.data_ptr<float>() : nullptr, n, (int)C, stream));
   } else {
     ok(lib.bwd64(grad_out.data_ptr<double>(), h.data_ptr<double>(), sh.data_ptr<double>(), w.data_ptr<double>(),
                  sender.data_ptr<int64_t>(), receiver.data_ptr<int64_t>(), edge_ptr.data_ptr<int64_t>(),
                  sender_perm.data_ptr<int64_t>(), sender_ptr.data_ptr<int64_t>(), sym, r, num_edges, num_rows,
-                 grad_h.data_ptr<double>(), grad_sh.data_ptr<double>(), grad_w.data_ptr<double>(), n, (int)C,
-                 stream));
+                 grad_h.data_ptr<double>(), grad_sh.data_ptr<double>(), grad_w.data_ptr<double>(),
+                 r != nullptr ? pair_gh.data_ptr<double>() : nullptr, n, (int)C, stream));
   }
   return {grad_h, grad_sh, grad_w};
 }

@@ -111,20 +111,12 @@ __host__ __device__ constexpr int edges_min_blocks() {
 // gradients. `symmetric` (a device flag, see ops/channelwise_tp.py) says whether the graph
 // is; if not, the nodes kernel computes the feature gradient and this kernel skips it.
 // Without REVERSE, `symmetric` and `grad_h` are unused (may be null).
-//
-// PAIRED (with REVERSE; `rows` as above): an edge and its reverse share a weight row, so
-// their weight gradient is one sum, g_n . d(msg j->n)/dw + g_j . d(msg n->j)/dw. The edge
-// that owns the row computes both terms (the reverse's from g_j, already loaded for the
-// feature gradient, and the receiver's own features) and writes the row; its reverse
-// writes nothing. grad_w is then a buffer of its own (rows are read by both ends).
-// The caller guarantees the graph is symmetric; `symmetric` is not read.
-template <typename scalar_t, bool REVERSE, bool PAIRED>
+template <typename scalar_t, bool REVERSE>
 __global__ void __launch_bounds__(kEdgesThreads, edges_min_blocks<scalar_t>()) tp_backward_edges_kernel(
     const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ h, const scalar_t* __restrict__ sh,
     const scalar_t* w, const int64_t* __restrict__ sender, const int64_t* __restrict__ edge_ptr,
-    const int* __restrict__ symmetric, const int64_t* __restrict__ rows, scalar_t* grad_w,
-    scalar_t* __restrict__ grad_sh, scalar_t* __restrict__ grad_h, int64_t num_nodes, int C) {
-  static_assert(REVERSE || !PAIRED, "shared weight rows need the symmetric one-pass backward");
+    const int* __restrict__ symmetric, scalar_t* grad_w, scalar_t* __restrict__ grad_sh,
+    scalar_t* __restrict__ grad_h, int64_t num_nodes, int C) {
   constexpr int F_IN = @@F_IN@@, S = @@S@@, F_MID = @@F_MID@@, P = @@P@@;
   constexpr int SP = pow2_at_least(S);  // harmonics padded to a power of two for the halving sum
   static_assert(SP <= 32, "at most 32 harmonics");
@@ -132,7 +124,7 @@ __global__ void __launch_bounds__(kEdgesThreads, edges_min_blocks<scalar_t>()) t
   __shared__ scalar_t partial[2][kEdgeBatch][kMaxWarps][S];
   const int64_t n = blockIdx.x;
   if (n >= num_nodes) return;
-  const bool nodes = REVERSE && (PAIRED || *symmetric != 0);
+  const bool nodes = REVERSE && *symmetric != 0;
   // Threads past the last channel mirror channel 0 (never written) so that every thread
   // takes part in the reductions below.
   const bool active = threadIdx.x < C;
@@ -141,32 +133,24 @@ __global__ void __launch_bounds__(kEdgesThreads, edges_min_blocks<scalar_t>()) t
   const scalar_t* go = grad_out + n * F_MID;
 @@LOAD_G@@
 @@GX_DECL@@
-  const scalar_t* hn = h + n * F_IN;  // the receiver's own features (PAIRED only)
-@@LOAD_XN@@
   const int64_t begin = edge_ptr[n], end = edge_ptr[n + 1];
   for (int64_t e = begin; e < end; ++e) {
     const int batch_pos = int((e - begin) % kEdgeBatch);
     const int buf = int((e - begin) / kEdgeBatch) & 1;
     const int64_t j = sender[e];
-    const int64_t code = PAIRED ? rows[e] : e;
-    const int64_t row = pair_row(code);
-    const bool owner = code > 0;  // PAIRED: this edge writes its pair's weight gradient
     const scalar_t* hs = h + j * F_IN;
     const scalar_t* ye = sh + e * S;
-    const scalar_t* we = w + row * (int64_t)(P * C) + c;
-    scalar_t* gwe = grad_w + row * (int64_t)(P * C) + c;
+    const scalar_t* we = w + e * (int64_t)(P * C) + c;
+    scalar_t* gwe = grad_w + e * (int64_t)(P * C) + c;
 @@LOAD_X@@
 @@LOAD_Y@@
 @@LOAD_W@@
-@@GY_DECL@@
+    scalar_t gy[S] = {0};
 @@BACKWARD_EDGE@@
     if (nodes) {  // the reverse edge n -> j: weights w, harmonics of -r, gradient row of j
       const scalar_t* gj = grad_out + j * F_MID;
 @@LOAD_GJ@@
 @@BACKWARD_NODE_REV@@
-      if (PAIRED && owner && active) {
-@@PAIR_GW@@
-      }
     }
     // Sum the spherical-harmonic gradient over channels: within the warp at once, over the
     // warps (in order) when a batch of edges is complete.
@@ -191,6 +175,135 @@ __global__ void __launch_bounds__(kEdgesThreads, edges_min_blocks<scalar_t>()) t
   if (nodes && active) {
     scalar_t* gh = grad_h + n * F_IN;
 @@STORE_GX@@
+  }
+}
+
+// Pair backward, for weight rows shared by an edge and its reverse (`rows`, a symmetric
+// graph): one block per node n, one thread per channel, over the pairs n owns, its edges
+// e = j -> n with rows[e] > 0 (the reverse n -> j is sender_perm[e]). Holding both ends'
+// gradient rows (g_n in registers, g_j loaded) and features, the owner computes every
+// gradient of the pair from one read of its weight row:
+//   the row's weight gradient, from both messages;
+//   the harmonic gradients of both edges (the reverse's harmonics are Y(-r) = (-1)^l Y(r));
+//   n's feature gradient through n -> j, summed over n's pairs in registers, and j's
+//   through j -> n, written to row r of pair_gh [M, F_IN]; tp_pair_gather_kernel then adds
+//   those rows to j's gradient, in edge order.
+// Edges that n does not own are skipped (their owner does their work), so each weight row
+// and each pair's two gradient rows are read once, where a pass over every edge reads them
+// twice. Edges beyond the cutoff (row 0: zero weights) only get a zero harmonic gradient.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kEdgesThreads, edges_min_blocks<scalar_t>()) tp_backward_pairs_kernel(
+    const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ h, const scalar_t* __restrict__ sh,
+    const scalar_t* __restrict__ w, const int64_t* __restrict__ sender, const int64_t* __restrict__ sender_perm,
+    const int64_t* __restrict__ edge_ptr, const int64_t* __restrict__ rows, scalar_t* __restrict__ grad_w,
+    scalar_t* __restrict__ grad_sh, scalar_t* __restrict__ grad_h, scalar_t* __restrict__ pair_gh,
+    int64_t num_nodes, int C) {
+  constexpr int F_IN = @@F_IN@@, S = @@S@@, F_MID = @@F_MID@@, P = @@P@@;
+  constexpr int S2 = pow2_at_least(2 * S);  // both edges' harmonics, padded for the halving sum
+  static_assert(S2 <= 32, "at most 16 harmonics");
+  constexpr int kWarps = kEdgesThreads / 32;
+  // Per warp, per pair of a batch: the warp's sums of both harmonic gradients; two batches,
+  // with the two edges each pair's sums belong to.
+  __shared__ scalar_t partial[2][kEdgeBatch][kWarps][2 * S];
+  __shared__ int64_t target[2][kEdgeBatch][2];
+  const int64_t n = blockIdx.x;
+  if (n >= num_nodes) return;
+  const bool active = threadIdx.x < C;  // others mirror channel 0, as in the edges kernel
+  const int c = active ? threadIdx.x : 0;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const scalar_t* go = grad_out + n * F_MID;
+@@LOAD_G@@
+@@GX_DECL@@
+  const scalar_t* hn = h + n * F_IN;
+@@LOAD_XN@@
+  // Sum a batch's harmonic gradients over the warps (in order) and write them.
+  auto flush = [&](int buf, int count) {
+    __syncthreads();  // the same for the whole block: all threads see the same edges
+    for (int i = threadIdx.x; i < count * 2 * S; i += blockDim.x) {
+      const int pair = i / (2 * S), k = i % (2 * S);
+      scalar_t total = 0;
+      for (int q = 0; q < kWarps; ++q) total += partial[buf][pair][q][k];
+      grad_sh[target[buf][pair][k / S] * S + k % S] = total;
+    }
+  };
+  const int64_t begin = edge_ptr[n], end = edge_ptr[n + 1];
+  int done = 0;  // pairs of this node so far
+  for (int64_t e = begin; e < end; ++e) {
+    const int64_t code = rows[e];
+    if (code < 0) continue;  // another node owns this pair
+    if (code == 0) {
+      for (int i = threadIdx.x; i < S; i += blockDim.x) grad_sh[e * S + i] = scalar_t(0);
+      continue;
+    }
+    const int pos = done % kEdgeBatch, buf = (done / kEdgeBatch) & 1;
+    ++done;
+    const int64_t j = sender[e];
+    const scalar_t* hs = h + j * F_IN;
+    const scalar_t* ye = sh + e * S;
+    const scalar_t* we = w + code * (int64_t)(P * C) + c;
+    scalar_t* gwe = grad_w + code * (int64_t)(P * C) + c;
+    const scalar_t* gj = grad_out + j * F_MID;
+@@LOAD_X@@
+@@LOAD_Y@@
+@@LOAD_W@@
+@@LOAD_GJ@@
+    scalar_t gy[2 * S] = {0};  // this edge's harmonic gradient, then its reverse's
+@@GXJ_DECL@@
+@@PAIR_BACKWARD@@
+    if (active) {
+      scalar_t* pg = pair_gh + code * F_IN;
+@@STORE_GXJ@@
+    }
+    scalar_t v[S2];
+#pragma unroll
+    for (int i = 0; i < S2; ++i) v[i] = active && i < 2 * S ? gy[i] : scalar_t(0);
+    warp_sum_halving<16, S2>(v, lane);
+    const int held = lane / (32 / S2);
+    if (lane % (32 / S2) == 0 && held < 2 * S) partial[buf][pos][warp][held] = v[0];
+    if (threadIdx.x == 0) {
+      target[buf][pos][0] = e;
+      target[buf][pos][1] = sender_perm[e];
+    }
+    if (pos == kEdgeBatch - 1) flush(buf, kEdgeBatch);
+  }
+  if (done % kEdgeBatch != 0) flush((done / kEdgeBatch) & 1, done % kEdgeBatch);
+  if (active) {
+    scalar_t* gh = grad_h + n * F_IN;
+@@STORE_GX@@
+  }
+}
+
+// Adds to each node's feature gradient the rows of pair_gh that the pair backward wrote for
+// it: one per edge it does not own (rows[e] < 0), in edge order.
+constexpr int kGatherThreads = 256;
+template <typename scalar_t>
+__global__ void __launch_bounds__(kGatherThreads) tp_pair_gather_kernel(
+    const int64_t* __restrict__ rows, const int64_t* __restrict__ edge_ptr, const scalar_t* __restrict__ pair_gh,
+    scalar_t* __restrict__ grad_h, int64_t num_nodes) {
+  constexpr int F_IN = @@F_IN@@, COLS = (F_IN + kGatherThreads - 1) / kGatherThreads;
+  const int64_t n = blockIdx.x;
+  if (n >= num_nodes) return;
+  scalar_t acc[COLS];
+#pragma unroll
+  for (int k = 0; k < COLS; ++k) {
+    const int i = threadIdx.x + k * kGatherThreads;
+    acc[k] = i < F_IN ? grad_h[n * F_IN + i] : scalar_t(0);
+  }
+#pragma unroll 4
+  for (int64_t e = edge_ptr[n]; e < edge_ptr[n + 1]; ++e) {
+    const int64_t code = rows[e];
+    if (code >= 0) continue;
+    const scalar_t* row = pair_gh + (-code) * F_IN;
+#pragma unroll
+    for (int k = 0; k < COLS; ++k) {
+      const int i = threadIdx.x + k * kGatherThreads;
+      if (i < F_IN) acc[k] += row[i];
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < COLS; ++k) {
+    const int i = threadIdx.x + k * kGatherThreads;
+    if (i < F_IN) grad_h[n * F_IN + i] = acc[k];
   }
 }
 
@@ -251,14 +364,19 @@ cudaError_t backward_impl(const scalar_t* grad_out, const scalar_t* h, const sca
                           const int64_t* sender, const int64_t* receiver, const int64_t* edge_ptr,
                           const int64_t* sender_perm, const int64_t* sender_ptr, const int* symmetric,
                           const int64_t* rows, int64_t num_edges, int64_t num_rows, scalar_t* grad_h,
-                          scalar_t* grad_sh, scalar_t* grad_w, int64_t num_nodes, int C, cudaStream_t stream) {
+                          scalar_t* grad_sh, scalar_t* grad_w, scalar_t* pair_gh, int64_t num_nodes, int C,
+                          cudaStream_t stream) {
   if (threads_for(C) > kEdgesThreads) return cudaErrorInvalidValue;  // generated for @@CHANNELS@@ channels
-  if (rows != nullptr) {  // shared weight rows: a symmetric graph, one pass does it all
+  if (rows != nullptr) {  // shared weight rows: a symmetric graph, one pass over the pairs
     zero_spare_rows_kernel<scalar_t><<<1024, 128, 0, stream>>>(grad_w, rows + num_edges, num_rows,
                                                                int64_t(@@P@@) * C);
     if (num_nodes == 0) return cudaGetLastError();
-    tp_backward_edges_kernel<scalar_t, true, true><<<num_nodes, threads_for(C), 0, stream>>>(
-        grad_out, h, sh, w, sender, edge_ptr, nullptr, rows, grad_w, grad_sh, grad_h, num_nodes, C);
+    tp_backward_pairs_kernel<scalar_t><<<num_nodes, threads_for(C), 0, stream>>>(
+        grad_out, h, sh, w, sender, sender_perm, edge_ptr, rows, grad_w, grad_sh, grad_h, pair_gh, num_nodes, C);
+    cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+    tp_pair_gather_kernel<scalar_t><<<num_nodes, kGatherThreads, 0, stream>>>(rows, edge_ptr, pair_gh, grad_h,
+                                                                              num_nodes);
     return cudaGetLastError();
   }
   if (num_nodes == 0) return cudaSuccess;
@@ -269,11 +387,11 @@ cudaError_t backward_impl(const scalar_t* grad_out, const scalar_t* h, const sca
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   if (symmetric != nullptr) {
-    tp_backward_edges_kernel<scalar_t, true, false><<<num_nodes, threads_for(C), 0, stream>>>(
-        grad_out, h, sh, w, sender, edge_ptr, symmetric, nullptr, grad_w, grad_sh, grad_h, num_nodes, C);
+    tp_backward_edges_kernel<scalar_t, true><<<num_nodes, threads_for(C), 0, stream>>>(
+        grad_out, h, sh, w, sender, edge_ptr, symmetric, grad_w, grad_sh, grad_h, num_nodes, C);
   } else {
-    tp_backward_edges_kernel<scalar_t, false, false><<<num_nodes, threads_for(C), 0, stream>>>(
-        grad_out, h, sh, w, sender, edge_ptr, nullptr, nullptr, grad_w, grad_sh, nullptr, num_nodes, C);
+    tp_backward_edges_kernel<scalar_t, false><<<num_nodes, threads_for(C), 0, stream>>>(
+        grad_out, h, sh, w, sender, edge_ptr, nullptr, grad_w, grad_sh, nullptr, num_nodes, C);
   }
   return cudaGetLastError();
 }
@@ -293,9 +411,9 @@ extern "C" TpDims tp_dims() { return TpDims{@@F_IN@@, @@S@@, @@F_MID@@, @@P@@}; 
                                                const int64_t* edge_ptr, const int64_t* perm,                    \
                                                const int64_t* sptr, const int* sym, const int64_t* rows,        \
                                                int64_t num_edges, int64_t num_rows, T* gh, T* gsh, T* gw,       \
-                                               int64_t n, int C, cudaStream_t s) {                              \
+                                               T* pair_gh, int64_t n, int C, cudaStream_t s) {                  \
     return backward_impl<T>(g, h, sh, w, sender, receiver, edge_ptr, perm, sptr, sym, rows, num_edges, num_rows, \
-                            gh, gsh, gw, n, C, s);                                                              \
+                            gh, gsh, gw, pair_gh, n, C, s);                                                     \
   }
 
 MACE_FAST_TP_INSTANTIATE(float, f32)

@@ -28,19 +28,21 @@ cudaError_t tp_forward_f64(const double* h, const double* sh, const double* w, c
 // nodes swapped, opposite vector); then the feature gradient comes from the receiver-major
 // pass over each weight row that also gives the weights' gradient (channelwise_tp.cu).
 // rows: as for the forward ([num_edges + 1]: the last entry is the number of rows in use);
-// when set the graph must be symmetric (symmetric is not read), and grad_w ([num_rows, P*C],
-// not w itself) receives one gradient row per pair, zeros in the rows no edge owns.
+// when set the graph must be symmetric (symmetric is not read), grad_w ([num_rows, P*C],
+// not w itself) receives one gradient row per pair, zeros in the rows no edge owns, and
+// pair_gh ([num_rows, f_in], scratch) carries the feature gradients between the pair
+// backward's two kernels. Without rows, pair_gh is unused (may be null).
 cudaError_t tp_backward_f32(const float* grad_out, const float* h, const float* sh, const float* w,
                             const int64_t* sender, const int64_t* receiver, const int64_t* edge_ptr,
                             const int64_t* sender_perm, const int64_t* sender_ptr, const int* symmetric,
                             const int64_t* rows, int64_t num_edges, int64_t num_rows, float* grad_h, float* grad_sh,
-                            float* grad_w, int64_t num_nodes, int C,
+                            float* grad_w, float* pair_gh, int64_t num_nodes, int C,
                             cudaStream_t stream);
 cudaError_t tp_backward_f64(const double* grad_out, const double* h, const double* sh, const double* w,
                             const int64_t* sender, const int64_t* receiver, const int64_t* edge_ptr,
                             const int64_t* sender_perm, const int64_t* sender_ptr, const int* symmetric,
                             const int64_t* rows, int64_t num_edges, int64_t num_rows, double* grad_h, double* grad_sh,
-                            double* grad_w, int64_t num_nodes, int C,
+                            double* grad_w, double* pair_gh, int64_t num_nodes, int C,
                             cudaStream_t stream);
 
 }  // extern "C"

@@ -12,7 +12,9 @@ On a symmetric graph (every edge has its reverse, as in a full neighbour list) a
 weights that depend on the edge length only, one receiver-major pass reads each weight row
 once for all gradients (:func:`symmetric_flag`); otherwise the feature gradient takes a
 second, sender-major pass. There the weights may also be one row per pair of edges
-(:mod:`mace_fast.ops.edge_pairs`, ``csr.pairs``).
+(:mod:`mace_fast.ops.edge_pairs`, ``csr.pairs``); then the backward runs once per pair, in
+the block of the pair's owner, which reads the row and both ends' gradient rows once and
+writes the other end's feature gradient to a scratch row that a short second kernel adds.
 """
 
 from __future__ import annotations

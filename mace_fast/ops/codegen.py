@@ -68,7 +68,7 @@ def channelwise_tp_source(tp: ChannelwiseTensorProduct, grouped: bool = False) -
     for b in used_blocks:
         for m in range(in_dim[b]):
             L["LOAD_X"].append(f"    const scalar_t x{b}_{m} = hs[{in_off[b]} + c * {in_dim[b]} + {m}];")
-            L["LOAD_XN"].append(f"  const scalar_t xn{b}_{m} = PAIRED ? hn[{in_off[b]} + c * {in_dim[b]} + {m}] : scalar_t(0);")
+            L["LOAD_XN"].append(f"  const scalar_t xn{b}_{m} = hn[{in_off[b]} + c * {in_dim[b]} + {m}];")
     for m in range(S):
         L["LOAD_Y"].append(f"    const scalar_t y{m} = ye[{m}];")
     layout = GroupedLayout(tp.irreps_out) if grouped else None
@@ -93,10 +93,12 @@ def channelwise_tp_source(tp: ChannelwiseTensorProduct, grouped: bool = False) -
         by_m3: Dict[int, List[str]] = defaultdict(list)
         by_m2: Dict[int, List[str]] = defaultdict(list)
         by_m1: Dict[int, List[str]] = defaultdict(list)
+        by_m2_rev: Dict[int, List[str]] = defaultdict(list)  # the reverse edge n -> j (pair kernel)
         by_m1_rev: Dict[int, List[str]] = defaultdict(list)  # the reverse edge (edges kernel, REVERSE)
         for m1, m2, m3, coef in entries:
             by_m3[m3].append(f"{_lit(coef)} * x{b}_{m1} * y{m2}")
             by_m2[m2].append(f"{_lit(coef)} * x{b}_{m1} * g{k}_{m3}")
+            by_m2_rev[m2].append(f"{_lit(coef)} * xn{b}_{m1} * gr{k}_{m3}")
             by_m1[m1].append(f"{_lit(coef)} * y{m2} * g{k}_{m3}")
             by_m1_rev[m1].append(f"{_lit(coef * parity[m2])} * y{m2} * gr{k}_{m3}")
         for m3, terms in sorted(by_m3.items()):
@@ -105,28 +107,43 @@ def channelwise_tp_source(tp: ChannelwiseTensorProduct, grouped: bool = False) -
         # two of a path's three factors (a third fewer multiply-adds than one sum each;
         # the kernel issues instructions about 60 % of its cycles):
         #   u[m2] = sum C x[m1] g[m3]   ->  grad Y[m2] += w u[m2],   grad w = sum_m2 Y[m2] u[m2]
-        #   v[m1] = sum C' Y[m2] gr[m3] ->  grad x_n[m1] += w v[m1], reverse grad w = sum_m1 x_n[m1] v[m1]
+        #   v[m1] = sum C' Y[m2] gr[m3] ->  grad x_n[m1] += w v[m1]
         # (C' = C with the sign of Y(-r); gr is the sender's gradient row, see the template.)
         for m2, terms in sorted(by_m2.items()):
             L["BACKWARD_EDGE"].append(f"    const scalar_t u{k}_{m2} = {_sum(terms)};")
             L["BACKWARD_EDGE"].append(f"    gy[{m2}] += w{k} * u{k}_{m2};")
         gw_terms = [f"y{m2} * u{k}_{m2}" for m2 in sorted(by_m2)]
         L["BACKWARD_EDGE"].append(f"    const scalar_t gw{k} = {_sum(gw_terms)};")
-        L["BACKWARD_EDGE"].append(f"    if (!PAIRED && active) gwe[{k} * C] = gw{k};")
+        L["BACKWARD_EDGE"].append(f"    if (active) gwe[{k} * C] = gw{k};")
         for m1, terms in sorted(by_m1_rev.items()):
             L["BACKWARD_NODE_REV"].append(f"      const scalar_t v{k}_{m1} = {_sum(terms)};")
             L["BACKWARD_NODE_REV"].append(f"      gx{b}_{m1} += w{k} * v{k}_{m1};")
-        rev_terms = [f"xn{b}_{m1} * v{k}_{m1}" for m1 in sorted(by_m1_rev)]
-        # Only where an edge and its reverse share their weights (xn are loaded only then).
-        L["BACKWARD_NODE_REV"].append(f"      const scalar_t gp{k} = PAIRED ? gw{k} + ({_sum(rev_terms)}) : gw{k};")
-        L["PAIR_GW"].append(f"        gwe[{k} * C] = gp{k};")
         for m1, terms in sorted(by_m1.items()):
             L["BACKWARD_NODE"].append(f"    gx{b}_{m1} += w{k} * ({_sum(terms)});")
+        # The pair kernel: both messages of a pair, j -> n (x, Y, gradient g of n) and
+        # n -> j (xn, Y(-r), gradient gr of j), each contracted two ways:
+        #   u  = sum C x g     -> grad Y[m2];        vr = sum C Y g      -> grad x_j, grad w
+        #   ur = sum C xn gr   -> grad Y(-r)[m2];    v  = sum C' Y gr    -> grad x_n, grad w
+        pair = L["PAIR_BACKWARD"]
+        for m2, terms in sorted(by_m2.items()):
+            pair.append(f"    gy[{m2}] += w{k} * ({_sum(terms)});")
+        for m2, terms in sorted(by_m2_rev.items()):
+            pair.append(f"    gy[{S + m2}] += w{k} * ({_sum(terms)});")
+        for m1, terms in sorted(by_m1_rev.items()):
+            pair.append(f"    const scalar_t v{k}_{m1} = {_sum(terms)};")
+            pair.append(f"    gx{b}_{m1} += w{k} * v{k}_{m1};")
+        for m1, terms in sorted(by_m1.items()):
+            pair.append(f"    const scalar_t vr{k}_{m1} = {_sum(terms)};")
+            pair.append(f"    gxj{b}_{m1} += w{k} * vr{k}_{m1};")
+        gw_pair = [f"x{b}_{m1} * vr{k}_{m1}" for m1 in sorted(by_m1)]
+        gw_pair += [f"xn{b}_{m1} * v{k}_{m1}" for m1 in sorted(by_m1_rev)]
+        pair.append(f"    if (active) gwe[{k} * C] = {_sum(gw_pair)};")
     for b in range(len(irreps_in)):
         for m in range(in_dim[b]):
             L["GX_DECL"].append(f"  scalar_t gx{b}_{m} = 0;")
             L["STORE_GX"].append(f"  gh[{in_off[b]} + c * {in_dim[b]} + {m}] = gx{b}_{m};")
-    L["GY_DECL"].append(f"    scalar_t gy[{S}] = {{0}};")
+            L["GXJ_DECL"].append(f"    scalar_t gxj{b}_{m} = 0;")
+            L["STORE_GXJ"].append(f"      pg[{in_off[b]} + c * {in_dim[b]} + {m}] = gxj{b}_{m};")
 
     values = {
         "CHANNELS": str(irreps_in[0][0]),  # every block has the same multiplicity
