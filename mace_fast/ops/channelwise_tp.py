@@ -178,7 +178,8 @@ def tp_aggregate(
     set it only where the weights of an edge and of its reverse are equal (a function of
     the edge length, as MACE's radial MLP is). With ``csr.pairs`` (a symmetric graph) ``w``
     is ``[M, P*C]``, one row per pair of edges (:mod:`~mace_fast.ops.edge_pairs`), and
-    ``grad_into_w`` does not apply (both edges of a pair read its row).
+    ``grad_into_w`` does not apply: the pair backward writes the gradient to a buffer of
+    its own (its kernel takes ``w`` and the gradient as distinct buffers).
     """
     rows = None if csr.pairs is None else csr.pairs.rows
     return _tp_aggregate(
