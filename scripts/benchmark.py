@@ -6,8 +6,9 @@ converted) on the same graphs in one process: mace_fast with the CUDA kernels
 (``fast``), the same captured once as a CUDA graph and replayed (``graph``: positions
 change every step, the edge list of the first input is kept, as between the rebuilds of
 a Verlet list; the edge list is checked once for symmetry so that the radial MLPs run
-once per pair of edges; ``graph-unpaired``: the same, once per edge), mace_fast's torch
-reference (``ref``), mace-torch with e3nn (``e3nn``) and,
+once per pair of edges; ``graph-unpaired``: the same, once per edge; ``table``: the same
+as ``graph`` with the radial weights from tables, ``MACE.tabulate_radial``, an opt-in
+float32 approximation), mace_fast's torch reference (``ref``), mace-torch with e3nn (``e3nn``) and,
 where importable, mace-torch converted to cuEquivariance (``cueq``). Median of ``--reps``
 timed steps after ``--warmup``, synchronised, fresh jittered positions each step, peak
 memory from ``torch.cuda.max_memory_allocated``. Prints a table and writes JSON.
@@ -47,6 +48,7 @@ from tests.interop.mace_models import build_mace_torch_model, mace_batch  # noqa
 
 
 ORDERS = ("built", "random", "morton")
+TABLE_INTERVALS = 2048  # the "table" contender's radial tables
 
 
 def system(name: str, rng, order: str = "built"):
@@ -144,6 +146,8 @@ def contenders(device: str, dtype: torch.dtype, which):
             out["graph"] = GraphedForces(fast)
         if "graph-unpaired" in which:  # radial MLPs per edge, not per pair of edges
             out["graph-unpaired"] = GraphedForces(fast, pairs=False)
+        if "table" in which:  # radial weights from tables (MACE.tabulate_radial), captured
+            out["table"] = GraphedForces(copy.deepcopy(ours).set_backend("cuda").tabulate_radial(TABLE_INTERVALS))
     if "ref" in which:
         out["ref"] = lambda g: ours(g["ours"], compute_forces=True)[K.FORCES]
     if "e3nn" in which:

@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--order", default="built", help="order of the atoms (benchmark.system): built, random, morton")
     parser.add_argument("--converted", action="store_true",
                         help="the benchmark's model: a random mace-torch MP-medium (89 elements), converted")
+    parser.add_argument("--table", type=int, default=0,
+                        help="radial weights from tables of this many intervals (MACE.tabulate_radial)")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
     if args.converted:
@@ -50,6 +52,7 @@ def main() -> None:
         cfg = ModelConfig(atomic_numbers=z, atomic_energies=[0.0], r_max=6.0, num_bessel=10,
                           hidden_irreps="128x0e+128x1o", radial_mlp=[64, 64, 64], avg_num_neighbors=40.0)
         model = MACE(cfg, backend=args.backend).to(dtype).cuda()
+    model.tabulate_radial(args.table)
     atoms = system(args.system, np.random.default_rng(0), args.order)
     g = build_graph(atoms.positions, atoms.numbers, np.asarray(atoms.cell), atoms.pbc, 6.0, ElementTable(z), dtype)
     g = {k: v.cuda() for k, v in g.items()}

@@ -144,13 +144,17 @@ class InteractionBlock(nn.Module):
         groups: Optional[ElementGroups] = None,
         grad_into_w: bool = False,
         by_element: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+        radial_weights: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """With ``csr`` (the CUDA backend) the fused kernel replaces gather, product and sum;
         ``grad_into_w`` lets its backward reuse the radial weights' memory (see
         :func:`~mace_fast.ops.channelwise_tp.tp_aggregate`). ``by_element``
         ``(element_feats [Zp, C], slot [N])``, with ``csr``: the input features are
         ``element_feats[slot]`` (the first interaction), and the message is computed from
-        the atomic base (:mod:`mace_fast.ops.atomic_base`)."""
+        the atomic base (:mod:`mace_fast.ops.atomic_base`). ``radial_weights`` (from a table,
+        :meth:`MACE.tabulate_radial <mace_fast.model.MACE.tabulate_radial>`): what the radial
+        MLP times the envelope gives, one row per edge (per pair with ``csr.pairs``); with
+        ``by_element``, the MLP's hidden layers times the envelope."""
         sender, receiver = edge_index[0], edge_index[1]
         num_nodes = node_feats.shape[0]
         sc = self.skip(node_feats, element, groups) if self.residual else None
@@ -160,7 +164,9 @@ class InteractionBlock(nn.Module):
 
             density = self.density_of(edge_feats, cutoff, receiver, csr, num_nodes) if self.density else None
             groups = element_groups(element) if groups is None else groups
-            x = first_message(self, by_element[0], by_element[1], groups, sh, edge_feats, cutoff, density, csr)
+            x = first_message(
+                self, by_element[0], by_element[1], groups, sh, edge_feats, cutoff, density, csr, radial_weights
+            )
             return x, sc
 
         h = self.linear_up(node_feats)
@@ -169,13 +175,15 @@ class InteractionBlock(nn.Module):
         if pairs is not None:  # one MLP row per pair of edges (ops/edge_pairs.py)
             radial_in = pairs.gather(edge_feats)
             radial_cutoff = None if cutoff is None else pairs.gather(cutoff)
-        if csr is not None and self._radial_kernel:
+        if radial_weights is not None:
+            weights = radial_weights
+        elif csr is not None and self._radial_kernel:
             from ..ops.radial_mlp import radial_mlp
 
             weights = radial_mlp(self.radial_mlp, radial_in)  # hidden layers fused in one kernel
         else:
             weights = self.radial_mlp(radial_in)
-        if radial_cutoff is not None:
+        if radial_cutoff is not None and radial_weights is None:
             weights = weights * radial_cutoff
         if csr is None:
             message = scatter_sum(self.conv_tp(h[sender], sh, weights), receiver, num_nodes)

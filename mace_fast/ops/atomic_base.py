@@ -322,27 +322,31 @@ def first_message(
     cutoff: Optional[torch.Tensor],
     density: Optional[torch.Tensor],
     csr,
+    radial: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """The first interaction's output ``x [N, C, D]`` (as ``InteractionBlock.forward`` returns it).
 
     ``element_feats [Zp, C]``: the sender features of each element present, in the order of
     ``groups`` (``[(element, atoms)]``); ``slot [N]`` int32: each atom's index in it;
-    ``density [N, 1]`` for density blocks; ``csr``: the batch's :class:`EdgeCSR`.
+    ``density [N, 1]`` for density blocks; ``csr``: the batch's :class:`EdgeCSR`;
+    ``radial``: the radial MLP's hidden layers times the envelope, per row, when given
+    (from a table), instead of evaluating them.
     """
     mlp = block.radial_mlp
     layers = list(mlp.layers)
     pairs = csr.pairs
-    if pairs is not None:  # one trunk row per pair of edges (ops/edge_pairs.py)
-        edge_feats = pairs.gather(edge_feats)
-        cutoff = None if cutoff is None else pairs.gather(cutoff)
-    if block._radial_kernel:
-        from .radial_mlp import radial_trunk
+    if radial is None:
+        if pairs is not None:  # one trunk row per pair of edges (ops/edge_pairs.py)
+            edge_feats = pairs.gather(edge_feats)
+            cutoff = None if cutoff is None else pairs.gather(cutoff)
+        if block._radial_kernel:
+            from .radial_mlp import radial_trunk
 
-        radial = radial_trunk(edge_feats, layers[:-1], mlp.act.scale, owner=mlp)
-    else:
-        radial = mlp.hidden(edge_feats)
-    if cutoff is not None:
-        radial = radial * cutoff
+            radial = radial_trunk(edge_feats, layers[:-1], mlp.act.scale, owner=mlp)
+        else:
+            radial = mlp.hidden(edge_feats)
+        if cutoff is not None:
+            radial = radial * cutoff
     num_slots, num_nodes = element_feats.shape[0], slot.shape[0]
     rows = None if pairs is None else pairs.rows
     if radial.is_cuda:
