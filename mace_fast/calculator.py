@@ -39,6 +39,10 @@ class MaceFastCalculator(Calculator):
     buffer (default 0.5 on a GPU, where the list is kept between steps, and 0 on the CPU,
     where the extra edges would cost more than rebuilding); ``cuda_graph`` captures the
     step as a CUDA graph (default: on CUDA devices).
+
+    ``radial_table`` (intervals, 0: off): evaluate the radial MLPs from tables, an opt-in
+    float32 approximation whose error is below the float32 MLP's own (see
+    :meth:`mace_fast.model.MACE.tabulate_radial`); float64 ignores it.
     """
 
     implemented_properties: List[str] = ["energy", "free_energy", "forces", "stress", "energies"]
@@ -51,6 +55,7 @@ class MaceFastCalculator(Calculator):
         backend: str = "auto",
         skin: Optional[float] = None,
         cuda_graph: Optional[bool] = None,
+        radial_table: int = 0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -63,6 +68,7 @@ class MaceFastCalculator(Calculator):
             self.model = load_model(model, device=device, dtype=dtype)
         self.model.eval()
         self.model.set_backend(backend)
+        self.model.tabulate_radial(radial_table)
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.device = torch.device(device)

@@ -14,6 +14,7 @@ how often mace_fast rebuilt its neighbour list.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -97,6 +98,8 @@ def main() -> None:
     parser.add_argument("--order", default="built", choices=ORDERS, help="order of the atoms (see benchmark.py)")
     parser.add_argument("--unsorted", action="store_true",
                         help="also time mace_fast MD without its spatial sort of the atoms (sort_atoms=False)")
+    parser.add_argument("--radial-table", type=int, default=0, metavar="INTERVALS",
+                        help="also time mace_fast MD with radial tables of this many intervals")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--profile", action="store_true",
                         help="also print where the host spends a mace_fast MD step (cProfile)")
@@ -153,6 +156,11 @@ def main() -> None:
             calc.step.sort_atoms = False
             row["fast_unsorted_ms"] = 1e3 * time_md(atoms, calc, args.device, args.warmup, args.steps)
             del calc
+        if args.radial_table:
+            calc = MaceFastCalculator(copy.deepcopy(model), device=args.device, skin=args.skin,
+                                      radial_table=args.radial_table)
+            row["table_ms"] = 1e3 * time_md(atoms, calc, args.device, args.warmup, args.steps)
+            del calc
         for peer, pcalc in peers.items():
             row[f"{peer}_ms"] = 1e3 * time_md(atoms, pcalc, args.device, 2, max(5, args.steps // 5))
             row[f"{peer}_over_fast"] = row[f"{peer}_ms"] / row["fast_ms"]
@@ -168,13 +176,15 @@ def main() -> None:
     if args.device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()
     print(json.dumps(info))
-    head = "| system | atoms | model only | ModelStep call | mace_fast MD step | step/model | list builds | " + " | ".join(
-        f"{p} MD step | {p}/mace_fast" for p in peers) + " |"
+    table = " with radial tables |" if args.radial_table else ""
+    head = "| system | atoms | model only | ModelStep call | mace_fast MD step | step/model | list builds |" + table + " | ".join(
+        f" {p} MD step | {p}/mace_fast" for p in peers) + " |"
     print(head)
     for r in rows:
         peer_cells = " | ".join(f"{r[f'{p}_ms']:.1f} ms | {r[f'{p}_over_fast']:.1f}x" for p in peers)
+        table_cell = f" {r['table_ms']:.2f} ms |" if args.radial_table else ""
         print(f"| {r['system']} | {r['atoms']} | {r['model_ms']:.2f} ms | {r['step_ms']:.2f} ms | {r['fast_ms']:.2f} ms | "
-              f"{r['fast_over_model']:.2f} | {r['fast_builds']} | {peer_cells} |")
+              f"{r['fast_over_model']:.2f} | {r['fast_builds']} |{table_cell} {peer_cells} |")
     if args.json:
         args.json.write_text(json.dumps(dict(info=info, rows=rows), indent=2))
 
