@@ -66,6 +66,8 @@ def main() -> int:
     jobs.append({f"radial_trunk_tc_{i}.cu": trunk_tc_source(w) for i, w in enumerate([*trunks, ragged])})
     # The atomic base: MP-medium's (K, S) and an odd width with few harmonics.
     jobs.append({f"atomic_base_{k}_{s}.cu": atomic_base_source(k, s) for k, s in ((64, 16), (40, 4))})
+    # The radial spline: one source for every table.
+    jobs.append({"radial_spline.cu": (kernels_dir() / "radial_spline.cu").read_text()})
     for sources in jobs:
         for file, text in sources.items():
             src = out / file
