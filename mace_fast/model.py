@@ -216,7 +216,8 @@ class MACE(nn.Module):
     ) -> Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
         """``(r [M], order [M] or None)``: the lengths of the radial-weight rows (edges, or
         pairs of edges with ``csr.pairs``; unused rows get ``r_max``, where the weights are
-        zero) and the order the kernels visit them in; None where the MLPs run."""
+        zero) and, on the kernels' path (``csr``), the order they visit them in; None where
+        the MLPs run."""
         if not self.radial_intervals or training or vectors.dtype != torch.float32:
             return None
         if torch.is_grad_enabled() and any(
@@ -232,7 +233,7 @@ class MACE(nn.Module):
         else:
             r = pairs.gather(lengths.unsqueeze(-1)).squeeze(-1)
             r = torch.where(pairs.pair_edge < lengths.shape[0], r, self.r_max)
-        return r, (spline_order(r) if r.is_cuda else None)
+        return r, (spline_order(r) if csr is not None else None)
 
     def _use_kernels(self, device: torch.device, training: bool) -> bool:
         if self.backend == "torch":
@@ -418,10 +419,14 @@ class MACE(nn.Module):
         for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
             radial_weights = None
             if tabulated is not None:
-                from .ops.radial_spline import radial_spline
+                from .ops.radial_spline import radial_spline, radial_spline_reference
 
                 table = self._radial_table(interaction, by_element is not None, pos.dtype)
-                radial_weights = radial_spline(tabulated[0], table, self.r_max, tabulated[1])
+                r, order = tabulated
+                if csr is not None:
+                    radial_weights = radial_spline(r, table, self.r_max, order)
+                else:  # the torch backend stays plain torch, also on a GPU
+                    radial_weights = radial_spline_reference(r, table, self.r_max)
             x, sc = interaction(
                 feats, element, sh, edge_feats, edge_index, cutoff, csr, groups, grad_into_w, by_element,
                 radial_weights,
