@@ -83,29 +83,54 @@ const int64_t* rows_of(const c10::optional<torch::Tensor>& rows, const torch::Te
   return rows->data_ptr<int64_t>();
 }
 
+// The radial weights: w [rows, P*C]; or, with a table [n, P*C, 4] (radial_spline.py),
+// w is the length of each row [rows] (then rows must be shared pair rows). Returns the
+// table's data (null without one) and sets its interval count.
+const void* table_of(const c10::optional<torch::Tensor>& table, const torch::Tensor& w, int64_t width,
+                     const int64_t* rows, int* intervals) {
+  *intervals = 0;
+  if (!table.has_value() || !table->defined()) {
+    check(w, "w", 2, w.scalar_type());
+    TORCH_CHECK(w.size(1) == width, "tp_aggregate: weights do not match the compiled paths");
+    return nullptr;
+  }
+  check(w, "lengths", 1, w.scalar_type());
+  check(*table, "table", 3, w.scalar_type());
+  TORCH_CHECK(table->size(0) >= 1 && table->size(1) == width && table->size(2) == 4,
+              "tp_aggregate: the table must be [intervals, paths * channels, 4]");
+  TORCH_CHECK(rows != nullptr, "tp_aggregate: a radial table needs weight rows shared by pairs");
+  *intervals = (int)table->size(0);
+  return table->data_ptr();
+}
+
 torch::Tensor forward(int64_t id, torch::Tensor h, torch::Tensor sh, torch::Tensor w, torch::Tensor sender,
-                      torch::Tensor edge_ptr, int64_t C, c10::optional<torch::Tensor> rows) {
+                      torch::Tensor edge_ptr, int64_t C, c10::optional<torch::Tensor> rows,
+                      c10::optional<torch::Tensor> table, double r_max) {
   const Library& lib = library(id);
   const TpDims d = lib.dims;
   const auto t = h.scalar_type();
-  check(h, "h", 2, t); check(sh, "sh", 2, t); check(w, "w", 2, t);
+  check(h, "h", 2, t); check(sh, "sh", 2, t);
+  TORCH_CHECK(w.scalar_type() == t, "tp_aggregate: weights have dtype ", w.scalar_type(), ", expected ", t);
   check(sender, "sender", 1, torch::kLong); check(edge_ptr, "edge_ptr", 1, torch::kLong);
-  TORCH_CHECK(h.size(1) == d.f_in && sh.size(1) == d.s && w.size(1) == d.paths * C,
-              "tp_aggregate: shapes do not match the compiled paths");
+  TORCH_CHECK(h.size(1) == d.f_in && sh.size(1) == d.s, "tp_aggregate: shapes do not match the compiled paths");
   TORCH_CHECK(C > 0 && C <= 1024, "tp_aggregate: 1..1024 channels");
   TORCH_CHECK(edge_ptr.size(0) == h.size(0) + 1, "tp_aggregate: edge_ptr must have N+1 entries");
   TORCH_CHECK(sender.size(0) == sh.size(0), "tp_aggregate: edge counts differ");
   const int64_t* r = rows_of(rows, sender, w);
+  int intervals;
+  const void* coef = table_of(table, w, d.paths * C, r, &intervals);
   const c10::cuda::CUDAGuard guard(h.device());
   auto stream = c10::cuda::getCurrentCUDAStream().stream();
   auto out = torch::empty({h.size(0), d.f_mid}, h.options());
   if (t == torch::kFloat) {
-    ok(lib.fwd32(h.data_ptr<float>(), sh.data_ptr<float>(), w.data_ptr<float>(), sender.data_ptr<int64_t>(),
-                 edge_ptr.data_ptr<int64_t>(), r, out.data_ptr<float>(), h.size(0), (int)C, stream));
+    ok(lib.fwd32(h.data_ptr<float>(), sh.data_ptr<float>(), w.data_ptr<float>(), static_cast<const float*>(coef),
+                 intervals, r_max, sender.data_ptr<int64_t>(), edge_ptr.data_ptr<int64_t>(), r,
+                 out.data_ptr<float>(), h.size(0), (int)C, stream));
   } else {
     TORCH_CHECK(t == torch::kDouble, "tp_aggregate: float32 or float64 only");
-    ok(lib.fwd64(h.data_ptr<double>(), sh.data_ptr<double>(), w.data_ptr<double>(), sender.data_ptr<int64_t>(),
-                 edge_ptr.data_ptr<int64_t>(), r, out.data_ptr<double>(), h.size(0), (int)C, stream));
+    ok(lib.fwd64(h.data_ptr<double>(), sh.data_ptr<double>(), w.data_ptr<double>(), static_cast<const double*>(coef),
+                 intervals, r_max, sender.data_ptr<int64_t>(), edge_ptr.data_ptr<int64_t>(), r,
+                 out.data_ptr<double>(), h.size(0), (int)C, stream));
   }
   return out;
 }
@@ -114,10 +139,12 @@ std::vector<torch::Tensor> backward(int64_t id, torch::Tensor grad_out, torch::T
                                     torch::Tensor w, torch::Tensor sender, torch::Tensor receiver,
                                     torch::Tensor edge_ptr, torch::Tensor sender_perm, torch::Tensor sender_ptr,
                                     int64_t C, bool grad_into_w, c10::optional<torch::Tensor> symmetric,
-                                    c10::optional<torch::Tensor> rows) {
+                                    c10::optional<torch::Tensor> rows, c10::optional<torch::Tensor> table,
+                                    double r_max) {
   const Library& lib = library(id);
   const auto t = h.scalar_type();
-  check(grad_out, "grad_out", 2, t); check(h, "h", 2, t); check(sh, "sh", 2, t); check(w, "w", 2, t);
+  check(grad_out, "grad_out", 2, t); check(h, "h", 2, t); check(sh, "sh", 2, t);
+  TORCH_CHECK(w.scalar_type() == t, "tp_aggregate: weights have dtype ", w.scalar_type(), ", expected ", t);
   check(receiver, "receiver", 1, torch::kLong); check(sender_perm, "sender_perm", 1, torch::kLong);
   check(sender_ptr, "sender_ptr", 1, torch::kLong);
   // symmetric: a device flag [1] int32, nonzero when every edge has its reverse (then one
@@ -131,6 +158,8 @@ std::vector<torch::Tensor> backward(int64_t id, torch::Tensor grad_out, torch::T
   TORCH_CHECK(grad_out.size(1) == lib.dims.f_mid, "tp_aggregate backward: gradient has the wrong width");
   const int64_t* r = rows_of(rows, sender, w);
   TORCH_CHECK(r == nullptr || !grad_into_w, "tp_aggregate backward: shared weight rows cannot take their gradient");
+  int intervals;
+  const void* coef = table_of(table, w, lib.dims.paths * C, r, &intervals);
   const c10::cuda::CUDAGuard guard(h.device());
   auto stream = c10::cuda::getCurrentCUDAStream().stream();
   auto grad_h = torch::empty_like(h);
@@ -138,7 +167,7 @@ std::vector<torch::Tensor> backward(int64_t id, torch::Tensor grad_out, torch::T
   // grad_into_w: the weights' gradient overwrites the weights (each edge's row is read
   // before it is written), saving a [E, P*C] buffer when nothing needs the weights after.
   // Shared rows: only the rows that an edge owns get a gradient; row 0 (the zero row of
-  // edges beyond the cutoff) and spare rows get zeros.
+  // edges beyond the cutoff) and spare rows get zeros. With a table: the lengths' gradient.
   auto grad_w = grad_into_w ? w : torch::empty_like(w);
   const int64_t num_edges = sender.size(0), num_rows = w.size(0);
   // Shared rows: scratch for the feature gradients that a pair's owner computes for the
@@ -147,14 +176,16 @@ std::vector<torch::Tensor> backward(int64_t id, torch::Tensor grad_out, torch::T
   const int64_t n = h.size(0);
   if (t == torch::kFloat) {
     ok(lib.bwd32(grad_out.data_ptr<float>(), h.data_ptr<float>(), sh.data_ptr<float>(), w.data_ptr<float>(),
-                 sender.data_ptr<int64_t>(), receiver.data_ptr<int64_t>(), edge_ptr.data_ptr<int64_t>(),
-                 sender_perm.data_ptr<int64_t>(), sender_ptr.data_ptr<int64_t>(), sym, r, num_edges, num_rows,
+                 static_cast<const float*>(coef), intervals, r_max, sender.data_ptr<int64_t>(),
+                 receiver.data_ptr<int64_t>(), edge_ptr.data_ptr<int64_t>(), sender_perm.data_ptr<int64_t>(),
+                 sender_ptr.data_ptr<int64_t>(), sym, r, num_edges, num_rows,
                  grad_h.data_ptr<float>(), grad_sh.data_ptr<float>(), grad_w.data_ptr<float>(),
                  r != nullptr ? pair_gh.data_ptr<float>() : nullptr, n, (int)C, stream));
   } else {
     ok(lib.bwd64(grad_out.data_ptr<double>(), h.data_ptr<double>(), sh.data_ptr<double>(), w.data_ptr<double>(),
-                 sender.data_ptr<int64_t>(), receiver.data_ptr<int64_t>(), edge_ptr.data_ptr<int64_t>(),
-                 sender_perm.data_ptr<int64_t>(), sender_ptr.data_ptr<int64_t>(), sym, r, num_edges, num_rows,
+                 static_cast<const double*>(coef), intervals, r_max, sender.data_ptr<int64_t>(),
+                 receiver.data_ptr<int64_t>(), edge_ptr.data_ptr<int64_t>(), sender_perm.data_ptr<int64_t>(),
+                 sender_ptr.data_ptr<int64_t>(), sym, r, num_edges, num_rows,
                  grad_h.data_ptr<double>(), grad_sh.data_ptr<double>(), grad_w.data_ptr<double>(),
                  r != nullptr ? pair_gh.data_ptr<double>() : nullptr, n, (int)C, stream));
   }

@@ -9,7 +9,9 @@
 //   h    [N, F_in]      sender features, block b = [C, 2 l_b + 1]
 //   sh   [E, S]         spherical harmonics of the edge vector
 //   w    [E, P * C]     per-edge, per-path, per-channel weights (radial MLP output); or,
-//                       with `rows`, [M, P * C] shared by an edge and its reverse
+//                       with `rows`, [M, P * C] shared by an edge and its reverse; or,
+//                       with a table (`Radial::coef`), the length of each row [M], whose
+//                       weights the kernels evaluate from the table's cubics (RowWeights)
 //   rows [E+1] or null  the weight row of each edge, signed: +r for the edge of a pair that
 //                       owns row r (writes its gradient), -r for its reverse, 0 for edges
 //                       at or beyond the cutoff (row 0 is all zeros); then the number of
@@ -27,6 +29,7 @@
 
 #include "channelwise_tp.h"
 #include "pair_rows.cuh"
+#include "radial_table.cuh"
 
 namespace {
 
@@ -36,6 +39,66 @@ constexpr int kMaxWarps = 32;
 // edge's loads with the previous edge's reduction.
 // (H100, Si 16^3, float32: 9.81 ms at 4, 9.78 at 8; 16 overflows the static shared memory.)
 constexpr int kEdgeBatch = 4;
+
+// Where the radial weights come from: rows of w, or, with coef, the cubics of a table
+// [intervals, P*C, 4] (mace_fast/ops/radial_spline.py) at each row's length w[row].
+template <typename T>
+struct Radial {
+  const T* w;
+  const T* coef;  // null: w holds the weights
+  int intervals;
+  T r_max, scale;  // scale = intervals / r_max
+};
+
+// One channel's weights of one row, read from w [M, P*C]: value(i) is column c + i of the
+// row; gradient(i, ...) writes that column of grad_w's row (not used by the forward).
+template <typename T, bool TABLE>
+struct RowWeights {
+  const T* p;
+  T* g;
+  __device__ __forceinline__ RowWeights(const Radial<T>& rad, T* grad_w, int64_t row, int width, int c)
+      : p(rad.w + row * width + c), g(grad_w == nullptr ? nullptr : grad_w + row * width + c) {}
+  __device__ __forceinline__ T value(int i) const { return p[i]; }
+  __device__ __forceinline__ T value(int i, T& slope) const {
+    slope = T(0);
+    return p[i];
+  }
+  __device__ __forceinline__ void gradient(int i, T, T grad) { g[i] = grad; }
+  // Bring row `row` into L1 (prefetch_l1, below).
+  static __device__ __forceinline__ const T* lines(const Radial<T>& rad, int64_t row, int width, int64_t* size) {
+    *size = int64_t(width) * sizeof(T);
+    return rad.w + row * width;
+  }
+};
+
+// With a table: the weights are cubics of the row's length r, evaluated where they are used,
+// so the [M, P*C] weights and their gradient never go through device memory. Each weight
+// reads its four coefficients in one load (from L2: the table is a few tens of MB);
+// gradient() sums dL/dw * dw/dt over the thread's weights, the row's dL/dr being that sum
+// over the channels times scale. Zero at and beyond r_max; a NaN length gives NaN weights.
+template <typename T>
+struct RowWeights<T, true> {
+  const Cubic<T>* p;
+  T t, dr;
+  bool live;
+  __device__ __forceinline__ RowWeights(const Radial<T>& rad, T*, int64_t row, int width, int c) : dr(0) {
+    const T r = rad.w[row];
+    live = !(r >= rad.r_max);
+    p = spline_interval(rad.coef, r * rad.scale, rad.intervals, width, &t) + c;
+  }
+  __device__ __forceinline__ T value(int i) const { return live ? spline_value(p[i], t) : T(0); }
+  __device__ __forceinline__ T value(int i, T& slope) const {
+    const Cubic<T> q = p[i];
+    slope = live ? spline_slope(q, t) : T(0);
+    return live ? spline_value(q, t) : T(0);
+  }
+  __device__ __forceinline__ void gradient(int, T slope, T grad) { dr += grad * slope; }
+  static __device__ __forceinline__ const T* lines(const Radial<T>& rad, int64_t row, int width, int64_t* size) {
+    T t;
+    *size = 4 * int64_t(width) * sizeof(T);
+    return reinterpret_cast<const T*>(spline_interval(rad.coef, rad.w[row] * rad.scale, rad.intervals, width, &t));
+  }
+};
 
 __host__ __device__ constexpr int pow2_at_least(int s) { return s <= 1 ? 1 : 2 * pow2_at_least((s + 1) / 2); }
 
@@ -63,9 +126,9 @@ __device__ __forceinline__ void warp_sum_halving(scalar_t* x, int lane) {
   }
 }
 
-template <typename scalar_t>
+template <typename scalar_t, bool TABLE>
 __global__ void tp_forward_kernel(
-    const scalar_t* __restrict__ h, const scalar_t* __restrict__ sh, const scalar_t* __restrict__ w,
+    const scalar_t* __restrict__ h, const scalar_t* __restrict__ sh, const Radial<scalar_t> rad,
     const int64_t* __restrict__ sender, const int64_t* __restrict__ edge_ptr, const int64_t* __restrict__ rows,
     scalar_t* __restrict__ out, int64_t num_nodes, int C) {
   const int64_t n = blockIdx.x;
@@ -80,10 +143,10 @@ __global__ void tp_forward_kernel(
   for (int64_t e = begin; e < end; ++e) {
     const scalar_t* hs = h + sender[e] * F_IN;
     const scalar_t* ye = sh + e * S;
-    const scalar_t* we = w + edge_row(rows, e) * (int64_t)(P * C) + c;
+    const RowWeights<scalar_t, TABLE> W(rad, nullptr, edge_row(rows, e), P * C, c);
 @@LOAD_X@@
 @@LOAD_Y@@
-@@LOAD_W@@
+@@LOAD_W_ROW@@
 @@FORWARD_ACC@@
   }
   scalar_t* o = out + n * F_MID;
@@ -200,10 +263,13 @@ __device__ __forceinline__ void prefetch_l1(const void* begin, int64_t size) {
 // Edges that n does not own are skipped (their owner does their work), so each weight row
 // and each pair's two gradient rows are read once, where a pass over every edge reads them
 // twice. Edges beyond the cutoff (row 0: zero weights) only get a zero harmonic gradient.
-template <typename scalar_t>
+//
+// TABLE: the weights come from the table's cubics (RowWeights), and grad_w is the gradient
+// of the rows' lengths [M], each row's sum over channels reduced with the harmonics'.
+template <typename scalar_t, bool TABLE>
 __global__ void __launch_bounds__(kEdgesThreads, edges_min_blocks<scalar_t>()) tp_backward_pairs_kernel(
     const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ h, const scalar_t* __restrict__ sh,
-    const scalar_t* __restrict__ w, const int64_t* __restrict__ sender, const int64_t* __restrict__ sender_perm,
+    const Radial<scalar_t> rad, const int64_t* __restrict__ sender, const int64_t* __restrict__ sender_perm,
     const int64_t* __restrict__ edge_ptr, const int64_t* __restrict__ rows, scalar_t* __restrict__ grad_w,
     scalar_t* __restrict__ grad_sh, scalar_t* __restrict__ grad_h, scalar_t* __restrict__ pair_gh,
     int64_t num_nodes, int C) {
@@ -215,6 +281,8 @@ __global__ void __launch_bounds__(kEdgesThreads, edges_min_blocks<scalar_t>()) t
   // with the two edges each pair's sums belong to.
   __shared__ scalar_t partial[2][kEdgeBatch][kWarps][2 * S];
   __shared__ int64_t target[2][kEdgeBatch][2];
+  __shared__ scalar_t partial_dr[2][kEdgeBatch][kWarps];  // TABLE: the warps' sums of dL/dr
+  __shared__ int64_t target_row[2][kEdgeBatch];
   const int64_t n = blockIdx.x;
   if (n >= num_nodes) return;
   const bool active = threadIdx.x < C;  // others mirror channel 0, as in the edges kernel
@@ -234,6 +302,13 @@ __global__ void __launch_bounds__(kEdgesThreads, edges_min_blocks<scalar_t>()) t
       for (int q = 0; q < kWarps; ++q) total += partial[buf][pair][q][k];
       grad_sh[target[buf][pair][k / S] * S + k % S] = total;
     }
+    if constexpr (TABLE) {
+      for (int pair = threadIdx.x; pair < count; pair += blockDim.x) {
+        scalar_t total = 0;
+        for (int q = 0; q < kWarps; ++q) total += partial_dr[buf][pair][q];
+        grad_w[target_row[buf][pair]] = total * rad.scale;
+      }
+    }
   };
   const int64_t begin = edge_ptr[n], end = edge_ptr[n + 1];
   int done = 0;  // pairs of this node so far
@@ -249,12 +324,11 @@ __global__ void __launch_bounds__(kEdgesThreads, edges_min_blocks<scalar_t>()) t
     const int64_t j = sender[e];
     const scalar_t* hs = h + j * F_IN;
     const scalar_t* ye = sh + e * S;
-    const scalar_t* we = w + code * (int64_t)(P * C) + c;
-    scalar_t* gwe = grad_w + code * (int64_t)(P * C) + c;
+    RowWeights<scalar_t, TABLE> W(rad, grad_w, code, P * C, c);
     const scalar_t* gj = grad_out + j * F_MID;
 @@LOAD_X@@
 @@LOAD_Y@@
-@@LOAD_W@@
+@@LOAD_W_PAIR@@
 @@LOAD_GJ@@
     // While this pair is computed, bring the next pair's rows into L1: the kernel spends a
     // third of its stalls waiting for loads, with only 12 warps per multiprocessor to hide them.
@@ -263,7 +337,9 @@ __global__ void __launch_bounds__(kEdgesThreads, edges_min_blocks<scalar_t>()) t
     if (next < end) {
       const int64_t jn = sender[next];
       prefetch_l1(grad_out + jn * F_MID, F_MID * sizeof(scalar_t));
-      prefetch_l1(w + rows[next] * (int64_t)(P * C), int64_t(P) * C * sizeof(scalar_t));
+      int64_t size;
+      const scalar_t* lines = RowWeights<scalar_t, TABLE>::lines(rad, rows[next], P * C, &size);
+      prefetch_l1(lines, size);
       prefetch_l1(h + jn * F_IN, F_IN * sizeof(scalar_t));
       prefetch_l1(sh + next * S, S * sizeof(scalar_t));
     }
@@ -283,6 +359,13 @@ __global__ void __launch_bounds__(kEdgesThreads, edges_min_blocks<scalar_t>()) t
     if (threadIdx.x == 0) {
       target[buf][pos][0] = e;
       target[buf][pos][1] = sender_perm[e];
+    }
+    if constexpr (TABLE) {
+      scalar_t dr = W.dr;  // 0 on threads past the last channel (gradient() is not called there)
+#pragma unroll
+      for (int off = 16; off > 0; off /= 2) dr += __shfl_xor_sync(0xffffffff, dr, off);
+      if (lane == 0) partial_dr[buf][pos][warp] = dr;
+      if (threadIdx.x == 0) target_row[buf][pos] = code;
     }
     if (pos == kEdgeBatch - 1) flush(buf, kEdgeBatch);
   }
@@ -369,30 +452,48 @@ __global__ void zero_spare_rows_kernel(scalar_t* __restrict__ grad_w, const int6
   }
 }
 
+// r_max and the scale rounded from double, as the spline op rounds them (ops/radial_spline.py).
 template <typename scalar_t>
-cudaError_t forward_impl(const scalar_t* h, const scalar_t* sh, const scalar_t* w, const int64_t* sender,
+Radial<scalar_t> radial(const scalar_t* w, const scalar_t* coef, int intervals, double r_max) {
+  return Radial<scalar_t>{w, coef, intervals, scalar_t(r_max), coef != nullptr ? scalar_t(intervals / r_max) : 0};
+}
+
+template <typename scalar_t>
+cudaError_t forward_impl(const scalar_t* h, const scalar_t* sh, const Radial<scalar_t>& rad, const int64_t* sender,
                          const int64_t* edge_ptr, const int64_t* rows, scalar_t* out, int64_t num_nodes, int C,
                          cudaStream_t stream) {
+  if (rad.coef != nullptr && rows == nullptr) return cudaErrorInvalidValue;  // tables are per pair row
   if (num_nodes == 0) return cudaSuccess;
-  tp_forward_kernel<scalar_t><<<num_nodes, threads_for(C), 0, stream>>>(h, sh, w, sender, edge_ptr, rows, out,
-                                                                       num_nodes, C);
+  if (rad.coef != nullptr)
+    tp_forward_kernel<scalar_t, true><<<num_nodes, threads_for(C), 0, stream>>>(h, sh, rad, sender, edge_ptr, rows,
+                                                                               out, num_nodes, C);
+  else
+    tp_forward_kernel<scalar_t, false><<<num_nodes, threads_for(C), 0, stream>>>(h, sh, rad, sender, edge_ptr, rows,
+                                                                                out, num_nodes, C);
   return cudaGetLastError();
 }
 
 template <typename scalar_t>
-cudaError_t backward_impl(const scalar_t* grad_out, const scalar_t* h, const scalar_t* sh, const scalar_t* w,
+cudaError_t backward_impl(const scalar_t* grad_out, const scalar_t* h, const scalar_t* sh, const Radial<scalar_t>& rad,
                           const int64_t* sender, const int64_t* receiver, const int64_t* edge_ptr,
                           const int64_t* sender_perm, const int64_t* sender_ptr, const int* symmetric,
                           const int64_t* rows, int64_t num_edges, int64_t num_rows, scalar_t* grad_h,
                           scalar_t* grad_sh, scalar_t* grad_w, scalar_t* pair_gh, int64_t num_nodes, int C,
                           cudaStream_t stream) {
   if (threads_for(C) > kEdgesThreads) return cudaErrorInvalidValue;  // generated for @@CHANNELS@@ channels
+  const bool table = rad.coef != nullptr;
+  if (table && rows == nullptr) return cudaErrorInvalidValue;  // tables are per pair row
   if (rows != nullptr) {  // shared weight rows: a symmetric graph, one pass over the pairs
+    // With a table, grad_w is the gradient of the rows' lengths: one number per row.
     zero_spare_rows_kernel<scalar_t><<<1024, 128, 0, stream>>>(grad_w, rows + num_edges, num_rows,
-                                                               int64_t(@@P@@) * C);
+                                                               table ? 1 : int64_t(@@P@@) * C);
     if (num_nodes == 0) return cudaGetLastError();
-    tp_backward_pairs_kernel<scalar_t><<<num_nodes, threads_for(C), 0, stream>>>(
-        grad_out, h, sh, w, sender, sender_perm, edge_ptr, rows, grad_w, grad_sh, grad_h, pair_gh, num_nodes, C);
+    if (table)
+      tp_backward_pairs_kernel<scalar_t, true><<<num_nodes, threads_for(C), 0, stream>>>(
+          grad_out, h, sh, rad, sender, sender_perm, edge_ptr, rows, grad_w, grad_sh, grad_h, pair_gh, num_nodes, C);
+    else
+      tp_backward_pairs_kernel<scalar_t, false><<<num_nodes, threads_for(C), 0, stream>>>(
+          grad_out, h, sh, rad, sender, sender_perm, edge_ptr, rows, grad_w, grad_sh, grad_h, pair_gh, num_nodes, C);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
     tp_pair_gather_kernel<scalar_t><<<num_nodes, kGatherThreads, 0, stream>>>(rows, edge_ptr, pair_gh, grad_h,
@@ -400,6 +501,7 @@ cudaError_t backward_impl(const scalar_t* grad_out, const scalar_t* h, const sca
     return cudaGetLastError();
   }
   if (num_nodes == 0) return cudaSuccess;
+  const scalar_t* w = rad.w;
   // Senders first: it reads w, which the edges kernel may overwrite with its gradient. With
   // a symmetric flag it returns at once when the flag is set (the edges kernel does its work).
   tp_backward_nodes_kernel<scalar_t><<<num_nodes, threads_for(C), 0, stream>>>(
@@ -420,20 +522,20 @@ cudaError_t backward_impl(const scalar_t* grad_out, const scalar_t* h, const sca
 
 extern "C" TpDims tp_dims() { return TpDims{@@F_IN@@, @@S@@, @@F_MID@@, @@P@@}; }
 
-#define MACE_FAST_TP_INSTANTIATE(T, SUFFIX)                                                                    \
-  extern "C" cudaError_t tp_forward_##SUFFIX(const T* h, const T* sh, const T* w, const int64_t* sender,       \
-                                              const int64_t* edge_ptr, const int64_t* rows, T* out, int64_t n,  \
-                                              int C, cudaStream_t s) {                                          \
-    return forward_impl<T>(h, sh, w, sender, edge_ptr, rows, out, n, C, s);                                     \
-  }                                                                                                             \
-  extern "C" cudaError_t tp_backward_##SUFFIX(const T* g, const T* h, const T* sh, const T* w,                  \
-                                               const int64_t* sender, const int64_t* receiver,                  \
-                                               const int64_t* edge_ptr, const int64_t* perm,                    \
-                                               const int64_t* sptr, const int* sym, const int64_t* rows,        \
-                                               int64_t num_edges, int64_t num_rows, T* gh, T* gsh, T* gw,       \
-                                               T* pair_gh, int64_t n, int C, cudaStream_t s) {                  \
-    return backward_impl<T>(g, h, sh, w, sender, receiver, edge_ptr, perm, sptr, sym, rows, num_edges, num_rows, \
-                            gh, gsh, gw, pair_gh, n, C, s);                                                     \
+#define MACE_FAST_TP_INSTANTIATE(T, SUFFIX)                                                                           \
+  extern "C" cudaError_t tp_forward_##SUFFIX(const T* h, const T* sh, const T* w, const T* coef, int intervals,       \
+                                             double r_max, const int64_t* sender, const int64_t* edge_ptr,            \
+                                             const int64_t* rows, T* out, int64_t n, int C, cudaStream_t s) {         \
+    return forward_impl<T>(h, sh, radial(w, coef, intervals, r_max), sender, edge_ptr, rows, out, n, C, s);           \
+  }                                                                                                                   \
+  extern "C" cudaError_t tp_backward_##SUFFIX(const T* g, const T* h, const T* sh, const T* w, const T* coef,         \
+                                              int intervals, double r_max, const int64_t* sender,                     \
+                                              const int64_t* receiver, const int64_t* edge_ptr, const int64_t* perm,  \
+                                              const int64_t* sptr, const int* sym, const int64_t* rows,               \
+                                              int64_t num_edges, int64_t num_rows, T* gh, T* gsh, T* gw, T* pair_gh,  \
+                                              int64_t n, int C, cudaStream_t s) {                                     \
+    return backward_impl<T>(g, h, sh, radial(w, coef, intervals, r_max), sender, receiver, edge_ptr, perm, sptr, sym, \
+                            rows, num_edges, num_rows, gh, gsh, gw, pair_gh, n, C, s);                                \
   }
 
 MACE_FAST_TP_INSTANTIATE(float, f32)

@@ -7,7 +7,7 @@
 // extern "C": the ctypes op (mace_fast/ops/radial_spline.py) finds these by name.
 extern "C" {
 
-// r [M] -> out [M, P]: out[m] = a + t (b + t (c + t d)) with (a, b, c, d) = table[k] [4, P],
+// r [M] -> out [M, P]: out[m, p] = a + t (b + t (c + t d)) with (a, b, c, d) = table[k, p],
 // x = r[m] * scale (scale = intervals / r_max), k = floor(x) clamped to [0, intervals - 1],
 // t = x - k; zero where r[m] >= r_max. Rows are visited in the order `order` gives.
 cudaError_t radial_spline_forward_f32(const float* r, const int32_t* order, const float* table, float* out,

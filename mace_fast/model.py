@@ -189,7 +189,7 @@ class MACE(nn.Module):
         return self
 
     def _radial_table(self, block: InteractionBlock, hidden: bool, dtype: torch.dtype) -> torch.Tensor:
-        """``[n, 4, P]``: ``block``'s radial function (its MLP, or only the hidden layers for the
+        """``[n, P, 4]``: ``block``'s radial function (its MLP, or only the hidden layers for the
         atomic base, times the envelope) tabulated in float64, stored in ``dtype``; cached
         while the weights are unchanged."""
         mlp, embedding = block.radial_mlp, self.radial_embedding
@@ -417,19 +417,15 @@ class MACE(nn.Module):
         by_element = self._by_element(groups, element) if csr is not None and self._first_from_base else None
         tabulated = self._tabulated_rows(vectors, csr, training)
         for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
-            radial_weights = None
+            radial = None
             if tabulated is not None:
-                from .ops.radial_spline import radial_spline, radial_spline_reference
+                from .ops.radial_spline import TabulatedRadial
 
                 table = self._radial_table(interaction, by_element is not None, pos.dtype)
-                r, order = tabulated
-                if csr is not None:
-                    radial_weights = radial_spline(r, table, self.r_max, order)
-                else:  # the torch backend stays plain torch, also on a GPU
-                    radial_weights = radial_spline_reference(r, table, self.r_max)
+                # Without an order (the torch backend) it stays plain torch, also on a GPU.
+                radial = TabulatedRadial(tabulated[0], table, self.r_max, tabulated[1])
             x, sc = interaction(
-                feats, element, sh, edge_feats, edge_index, cutoff, csr, groups, grad_into_w, by_element,
-                radial_weights,
+                feats, element, sh, edge_feats, edge_index, cutoff, csr, groups, grad_into_w, by_element, radial
             )
             by_element = None  # only the first interaction's inputs depend on the element alone
             feats = product(x, sc, element, csr is not None)

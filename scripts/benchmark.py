@@ -8,7 +8,7 @@ change every step, the edge list of the first input is kept, as between the rebu
 a Verlet list; the edge list is checked once for symmetry so that the radial MLPs run
 once per pair of edges; ``graph-unpaired``: the same, once per edge; ``table``: the same
 as ``graph`` with the radial weights from tables, ``MACE.tabulate_radial``, an opt-in
-float32 approximation), mace_fast's torch reference (``ref``), mace-torch with e3nn (``e3nn``) and,
+float32 approximation; ``table<n>`` with ``n`` intervals), mace_fast's torch reference (``ref``), mace-torch with e3nn (``e3nn``) and,
 where importable, mace-torch converted to cuEquivariance (``cueq``). Median of ``--reps``
 timed steps after ``--warmup``, synchronised, fresh jittered positions each step, peak
 memory from ``torch.cuda.max_memory_allocated``. Prints a table and writes JSON.
@@ -146,8 +146,10 @@ def contenders(device: str, dtype: torch.dtype, which):
             out["graph"] = GraphedForces(fast)
         if "graph-unpaired" in which:  # radial MLPs per edge, not per pair of edges
             out["graph-unpaired"] = GraphedForces(fast, pairs=False)
-        if "table" in which:  # radial weights from tables (MACE.tabulate_radial), captured
-            out["table"] = GraphedForces(copy.deepcopy(ours).set_backend("cuda").tabulate_radial(TABLE_INTERVALS))
+        for name in which:  # radial weights from tables (MACE.tabulate_radial), captured
+            if name.startswith("table"):  # "table": TABLE_INTERVALS; "table<n>": n intervals
+                intervals = int(name[5:] or TABLE_INTERVALS)
+                out[name] = GraphedForces(copy.deepcopy(ours).set_backend("cuda").tabulate_radial(intervals))
     if "ref" in which:
         out["ref"] = lambda g: ours(g["ours"], compute_forces=True)[K.FORCES]
     if "e3nn" in which:

@@ -32,6 +32,7 @@ from .tensor_product import ChannelwiseTensorProduct
 
 if TYPE_CHECKING:
     from ..ops.channelwise_tp import EdgeCSR
+    from ..ops.radial_spline import TabulatedRadial
 
 __all__ = ["INTERACTION_BLOCKS", "InteractionBlock", "scatter_sum"]
 
@@ -144,17 +145,18 @@ class InteractionBlock(nn.Module):
         groups: Optional[ElementGroups] = None,
         grad_into_w: bool = False,
         by_element: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-        radial_weights: Optional[torch.Tensor] = None,
+        radial_table: Optional["TabulatedRadial"] = None,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """With ``csr`` (the CUDA backend) the fused kernel replaces gather, product and sum;
         ``grad_into_w`` lets its backward reuse the radial weights' memory (see
         :func:`~mace_fast.ops.channelwise_tp.tp_aggregate`). ``by_element``
         ``(element_feats [Zp, C], slot [N])``, with ``csr``: the input features are
         ``element_feats[slot]`` (the first interaction), and the message is computed from
-        the atomic base (:mod:`mace_fast.ops.atomic_base`). ``radial_weights`` (from a table,
-        :meth:`MACE.tabulate_radial <mace_fast.model.MACE.tabulate_radial>`): what the radial
-        MLP times the envelope gives, one row per edge (per pair with ``csr.pairs``); with
-        ``by_element``, the MLP's hidden layers times the envelope."""
+        the atomic base (:mod:`mace_fast.ops.atomic_base`). ``radial_table``
+        (:meth:`MACE.tabulate_radial <mace_fast.model.MACE.tabulate_radial>`): instead of the
+        radial MLP times the envelope, its table at the lengths of the weight rows (edges,
+        or pairs with ``csr.pairs``, where the tensor-product kernels read the table
+        themselves); with ``by_element``, the table of the MLP's hidden layers."""
         sender, receiver = edge_index[0], edge_index[1]
         num_nodes = node_feats.shape[0]
         sc = self.skip(node_feats, element, groups) if self.residual else None
@@ -164,36 +166,44 @@ class InteractionBlock(nn.Module):
 
             density = self.density_of(edge_feats, cutoff, receiver, csr, num_nodes) if self.density else None
             groups = element_groups(element) if groups is None else groups
-            x = first_message(
-                self, by_element[0], by_element[1], groups, sh, edge_feats, cutoff, density, csr, radial_weights
-            )
+            radial = None if radial_table is None else radial_table.weights()
+            x = first_message(self, by_element[0], by_element[1], groups, sh, edge_feats, cutoff, density, csr, radial)
             return x, sc
 
         h = self.linear_up(node_feats)
         pairs = csr.pairs if csr is not None else None
-        radial_in, radial_cutoff = edge_feats, cutoff
-        if pairs is not None:  # one MLP row per pair of edges (ops/edge_pairs.py)
-            radial_in = pairs.gather(edge_feats)
-            radial_cutoff = None if cutoff is None else pairs.gather(cutoff)
-        if radial_weights is not None:
-            weights = radial_weights
-        elif csr is not None and self._radial_kernel:
-            from ..ops.radial_mlp import radial_mlp
+        # With a table on pair rows (the kernels' path) the tensor product reads it itself.
+        table_in_tp = radial_table is not None and pairs is not None
+        weights = None
+        if radial_table is not None and not table_in_tp:
+            weights = radial_table.weights()
+        elif radial_table is None:
+            radial_in, radial_cutoff = edge_feats, cutoff
+            if pairs is not None:  # one MLP row per pair of edges (ops/edge_pairs.py)
+                radial_in = pairs.gather(edge_feats)
+                radial_cutoff = None if cutoff is None else pairs.gather(cutoff)
+            if csr is not None and self._radial_kernel:
+                from ..ops.radial_mlp import radial_mlp
 
-            weights = radial_mlp(self.radial_mlp, radial_in)  # hidden layers fused in one kernel
-        else:
-            weights = self.radial_mlp(radial_in)
-        if radial_cutoff is not None and radial_weights is None:
-            weights = weights * radial_cutoff
+                weights = radial_mlp(self.radial_mlp, radial_in)  # hidden layers fused in one kernel
+            else:
+                weights = self.radial_mlp(radial_in)
+            if radial_cutoff is not None:
+                weights = weights * radial_cutoff
         if csr is None:
             message = scatter_sum(self.conv_tp(h[sender], sh, weights), receiver, num_nodes)
             return self._finish(self.linear(message), element, edge_feats, cutoff, receiver, csr, groups), sc
 
-        from ..ops.channelwise_tp import compile_tp, tp_aggregate
+        from ..ops.channelwise_tp import compile_tp, tp_aggregate, tp_aggregate_tabulated
 
         if self._tp_key is None:
             self._tp_key = compile_tp(self.conv_tp, self.grouped_message)
-        message = tp_aggregate(h, sh, weights, csr, self._tp_key, self.node_feats_irreps[0][0], grad_into_w)
+        channels = self.node_feats_irreps[0][0]
+        if table_in_tp:
+            t = radial_table
+            message = tp_aggregate_tabulated(h, sh, t.r, t.table, t.r_max, csr, self._tp_key, channels)
+        else:
+            message = tp_aggregate(h, sh, weights, csr, self._tp_key, channels, grad_into_w)
         # 1 / avg_num_neighbors folded into the linear map's weights: no pass over the
         # message for it, forward or backward.
         scale = 1.0 if self.density else 1.0 / self.avg_num_neighbors

@@ -29,7 +29,7 @@ from .build import binding, compile_shared
 from .codegen import channelwise_tp_source
 from .edge_pairs import EdgePairs
 
-__all__ = ["EdgeCSR", "edge_csr", "symmetric_flag", "compile_tp", "tp_aggregate"]
+__all__ = ["EdgeCSR", "edge_csr", "symmetric_flag", "compile_tp", "tp_aggregate", "tp_aggregate_tabulated"]
 
 
 @dataclass
@@ -84,7 +84,9 @@ def compile_tp(tp: ChannelwiseTensorProduct, grouped: bool = False) -> str:
     ``grouped``: kernels whose message is in the grouped layout
     (:mod:`mace_fast.nn.grouped_layout`), not ``mul_ir``.
     """
-    path = compile_shared("mace_fast_tp", channelwise_tp_source(tp, grouped), ("channelwise_tp.h", "pair_rows.cuh"))
+    path = compile_shared(
+        "mace_fast_tp", channelwise_tp_source(tp, grouped), ("channelwise_tp.h", "pair_rows.cuh", "radial_table.cuh")
+    )
     key = path.stem
     if key not in _LIBRARY:
         _LIBRARY[key] = binding().load_library(str(path))
@@ -98,7 +100,7 @@ def _tp_aggregate(
     edge_ptr: torch.Tensor, sender_perm: torch.Tensor, sender_ptr: torch.Tensor, key: str, channels: int,
     grad_into_w: bool, symmetric: Optional[torch.Tensor], rows: Optional[torch.Tensor],
 ) -> torch.Tensor:
-    return binding().forward(_LIBRARY[key], h, sh, w, sender, edge_ptr, channels, rows)
+    return binding().forward(_LIBRARY[key], h, sh, w, sender, edge_ptr, channels, rows, None, 0.0)
 
 
 @_tp_aggregate.register_fake
@@ -114,7 +116,7 @@ def _tp_aggregate_backward(
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     grad_h, grad_sh, grad_w = binding().backward(
         _LIBRARY[key], grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, channels, False,
-        symmetric, rows,
+        symmetric, rows, None, 0.0,
     )
     return grad_h, grad_sh, grad_w
 
@@ -133,7 +135,7 @@ def _tp_aggregate_backward_into_w(
     """As ``tp_aggregate_backward``, but the weights' gradient overwrites ``w``."""
     grad_h, grad_sh, _ = binding().backward(
         _LIBRARY[key], grad_out, h, sh, w, sender, receiver, edge_ptr, sender_perm, sender_ptr, channels, True,
-        symmetric, None,
+        symmetric, None, None, 0.0,
     )
     return grad_h, grad_sh
 
@@ -185,4 +187,76 @@ def tp_aggregate(
     return _tp_aggregate(
         h.contiguous(), sh.contiguous(), w.contiguous(), csr.sender, csr.receiver, csr.edge_ptr,
         csr.sender_perm, csr.sender_ptr, key, channels, grad_into_w and rows is None, csr.symmetric, rows,
+    )
+
+
+
+# Weights from a radial table (ops/radial_spline.py), evaluated inside the kernels: the op
+# takes the pair rows' lengths instead of their weights, and gives the lengths' gradient.
+
+
+@torch.library.custom_op("mace_fast::tp_aggregate_table", mutates_args=())
+def _tp_aggregate_table(
+    h: torch.Tensor, sh: torch.Tensor, r: torch.Tensor, table: torch.Tensor, sender: torch.Tensor,
+    receiver: torch.Tensor, edge_ptr: torch.Tensor, sender_perm: torch.Tensor, sender_ptr: torch.Tensor,
+    rows: torch.Tensor, key: str, channels: int, r_max: float,
+) -> torch.Tensor:
+    return binding().forward(_LIBRARY[key], h, sh, r, sender, edge_ptr, channels, rows, table, r_max)
+
+
+@_tp_aggregate_table.register_fake
+def _(h, sh, r, table, sender, receiver, edge_ptr, sender_perm, sender_ptr, rows, key, channels, r_max):
+    return h.new_empty(h.shape[0], _OUT_DIM[key])
+
+
+@torch.library.custom_op("mace_fast::tp_aggregate_table_backward", mutates_args=())
+def _tp_aggregate_table_backward(
+    grad_out: torch.Tensor, h: torch.Tensor, sh: torch.Tensor, r: torch.Tensor, table: torch.Tensor,
+    sender: torch.Tensor, receiver: torch.Tensor, edge_ptr: torch.Tensor, sender_perm: torch.Tensor,
+    sender_ptr: torch.Tensor, rows: torch.Tensor, key: str, channels: int, r_max: float,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    grad_h, grad_sh, grad_r = binding().backward(
+        _LIBRARY[key], grad_out, h, sh, r, sender, receiver, edge_ptr, sender_perm, sender_ptr, channels, False,
+        None, rows, table, r_max,
+    )
+    return grad_h, grad_sh, grad_r
+
+
+@_tp_aggregate_table_backward.register_fake
+def _(grad_out, h, sh, r, table, sender, receiver, edge_ptr, sender_perm, sender_ptr, rows, key, channels, r_max):
+    return torch.empty_like(h), torch.empty_like(sh), torch.empty_like(r)
+
+
+def _setup_table(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:10])
+    ctx.key, ctx.channels, ctx.r_max = inputs[10:]
+
+
+def _backward_table(ctx, grad_out):
+    grad_h, grad_sh, grad_r = _tp_aggregate_table_backward(
+        grad_out.contiguous(), *ctx.saved_tensors, ctx.key, ctx.channels, ctx.r_max
+    )
+    return (grad_h, grad_sh, grad_r) + (None,) * 10
+
+
+_tp_aggregate_table.register_autograd(_backward_table, setup_context=_setup_table)
+
+
+def tp_aggregate_tabulated(
+    h: torch.Tensor, sh: torch.Tensor, r: torch.Tensor, table: torch.Tensor, r_max: float, csr: EdgeCSR, key: str,
+    channels: int,
+) -> torch.Tensor:
+    """As :func:`tp_aggregate` with the weights of pair row ``m`` given by a radial table at
+    its length: ``radial_spline(r, table, r_max)[m]`` (:mod:`~mace_fast.ops.radial_spline`),
+    evaluated by the kernels where they use it, so that neither the ``[M, P*C]`` weights nor
+    their gradient go through device memory. ``r [M]`` (differentiable: the backward gives
+    its gradient), ``table [n, P*C, 4]`` (a constant). Needs ``csr.pairs``.
+    """
+    if csr.pairs is None:
+        raise ValueError("tp_aggregate_tabulated: needs weight rows shared by pairs (csr.pairs)")
+    if r.dtype != h.dtype or table.dtype != h.dtype:
+        raise TypeError(f"tp_aggregate_tabulated: r ({r.dtype}) and table ({table.dtype}) must be {h.dtype}")
+    return _tp_aggregate_table(
+        h.contiguous(), sh.contiguous(), r.contiguous(), table.contiguous(), csr.sender, csr.receiver, csr.edge_ptr,
+        csr.sender_perm, csr.sender_ptr, csr.pairs.rows, key, channels, float(r_max),
     )

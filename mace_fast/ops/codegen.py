@@ -81,6 +81,11 @@ def channelwise_tp_source(tp: ChannelwiseTensorProduct, grouped: bool = False) -
 
     for k in range(len(paths)):
         L["LOAD_W"].append(f"    const scalar_t w{k} = we[{k} * C];")
+        # Through RowWeights (channelwise_tp.cu): a row of w, or cubics of a radial table,
+        # whose slopes s{k} the pair backward turns into the length's gradient.
+        L["LOAD_W_ROW"].append(f"    const scalar_t w{k} = W.value({k} * C);")
+        L["LOAD_W_PAIR"].append(f"    scalar_t s{k};")
+        L["LOAD_W_PAIR"].append(f"    const scalar_t w{k} = W.value({k} * C, s{k});")
         for m3 in range(d3[k]):
             L["ACC_DECL"].append(f"  scalar_t acc{k}_{m3} = 0;")
             L["STORE_ACC"].append(f"  o[{mid(k, m3)}] = acc{k}_{m3};")
@@ -137,7 +142,7 @@ def channelwise_tp_source(tp: ChannelwiseTensorProduct, grouped: bool = False) -
             pair.append(f"    gxj{b}_{m1} += w{k} * vr{k}_{m1};")
         gw_pair = [f"x{b}_{m1} * vr{k}_{m1}" for m1 in sorted(by_m1)]
         gw_pair += [f"xn{b}_{m1} * v{k}_{m1}" for m1 in sorted(by_m1_rev)]
-        pair.append(f"    if (active) gwe[{k} * C] = {_sum(gw_pair)};")
+        pair.append(f"    if (active) W.gradient({k} * C, s{k}, {_sum(gw_pair)});")
     for b in range(len(irreps_in)):
         for m in range(in_dim[b]):
             L["GX_DECL"].append(f"  scalar_t gx{b}_{m} = 0;")

@@ -14,8 +14,9 @@ its interval's coefficients and writes its weights; the backward reads the weigh
 gradient and gives ``df/dr``. Rows are visited in order of length (``order``), so that
 consecutive rows read the same interval from L1 instead of the whole table from L2.
 
-The table is ``[n, 4, P]``: interval ``k`` holds the cubic's coefficients in ``t = r / h - k``
-(:func:`tabulate`), ``h = r_max / n``. Lengths at or beyond ``r_max`` give zero (every radial
+The table is ``[n, P, 4]``: interval ``k`` holds each output's cubic's coefficients in
+``t = r / h - k`` (:func:`tabulate`), ``h = r_max / n``, the four of an output side by side,
+so that a kernel reads them with one 16-byte load. Lengths at or beyond ``r_max`` give zero (every radial
 function of a MACE block vanishes there with the envelope); a NaN length gives NaN.
 
 Opt-in, float32 inference only (see :meth:`mace_fast.model.MACE.tabulate_radial`): the
@@ -25,6 +26,7 @@ table holds no gradient with respect to the MLP's weights, and float64 keeps the
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -32,17 +34,18 @@ import torch
 from .build import kernel_source, launch, load_shared
 from .build import pointer as _ptr
 
-__all__ = ["tabulate", "interpolation_error", "radial_spline", "radial_spline_reference", "spline_order"]
+__all__ = ["tabulate", "interpolation_error", "radial_spline", "radial_spline_reference", "spline_order",
+           "TabulatedRadial"]
 
 _P = ctypes.c_void_p
 
 
 def tabulate(fn: Callable[[torch.Tensor], torch.Tensor], r_max: float, intervals: int, dtype: torch.dtype,
              device: Optional[torch.device] = None) -> torch.Tensor:
-    """``table [n, 4, P]`` of ``fn: r [K, 1] -> [K, P]`` on ``n = intervals`` intervals of ``[0, r_max]``.
+    """``table [n, P, 4]`` of ``fn: r [K, 1] -> [K, P]`` on ``n = intervals`` intervals of ``[0, r_max]``.
 
     Interval ``k`` holds the cubic ``f(r) = a + b t + c t^2 + d t^3``, ``t = r / h - k``, that
-    matches ``f`` and ``f'`` at both ends (Hermite), as ``table[k] = (a, b, c, d)``. The
+    matches ``f`` and ``f'`` at both ends (Hermite), as ``table[k, p] = (a, b, c, d)``. The
     coefficients are computed in float64 and rounded once: stored this way (and not as knot
     values, whose differences the derivative would take) the slope keeps float32's relative
     precision. ``fn`` is evaluated in float64, its derivative by forward-mode
@@ -59,7 +62,7 @@ def tabulate(fn: Callable[[torch.Tensor], torch.Tensor], r_max: float, intervals
         value, slope = torch.func.jvp(fn, (r,), (torch.ones_like(r),))
     value, slope = value.to(torch.float64), slope.to(torch.float64) * h
     v0, v1, s0, s1 = value[:-1], value[1:], slope[:-1], slope[1:]
-    table = torch.stack([v0, s0, 3 * (v1 - v0) - 2 * s0 - s1, 2 * (v0 - v1) + s0 + s1], dim=1)  # [n, 4, P]
+    table = torch.stack([v0, s0, 3 * (v1 - v0) - 2 * s0 - s1, 2 * (v0 - v1) + s0 + s1], dim=-1)  # [n, P, 4]
     if not torch.isfinite(table).all():
         raise ValueError("radial_spline: the radial function is not finite on [0, r_max]")
     return table.to(dtype)
@@ -73,7 +76,7 @@ def radial_spline_reference(r: torch.Tensor, table: torch.Tensor, r_max: float) 
     # NaN lengths read interval 0 and stay NaN through t (as in the kernels).
     k = torch.nan_to_num(x.detach(), nan=0.0).clamp(0, intervals - 1).floor()
     t = (x - k).unsqueeze(-1)
-    a, b, c, d = table[k.long()].unbind(1)  # [M, P] each
+    a, b, c, d = table[k.long()].unbind(-1)  # [M, P] each
     out = a + t * (b + t * (c + t * d))
     return torch.where((r >= r_max).unsqueeze(-1), 0.0, out)
 
@@ -103,7 +106,8 @@ def load_library() -> ctypes.CDLL:
     """The compiled kernels (one build for every table: the sizes are arguments)."""
     global _LIB
     if _LIB is None:
-        lib = load_shared("mace_fast_spline", kernel_source("radial_spline.cu"), "radial_spline.h")
+        headers = ("radial_spline.h", "radial_table.cuh")
+        lib = load_shared("mace_fast_spline", kernel_source("radial_spline.cu"), headers)
         for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
             fwd = getattr(lib, f"radial_spline_forward_{suffix}")
             fwd.argtypes = [_P] * 4 + [ctypes.c_int64, ctypes.c_int, ctypes.c_int, real, real, _P]
@@ -117,7 +121,7 @@ def load_library() -> ctypes.CDLL:
 
 @torch.library.custom_op("mace_fast::radial_spline", mutates_args=())
 def _radial_spline(r: torch.Tensor, order: Optional[torch.Tensor], table: torch.Tensor, r_max: float) -> torch.Tensor:
-    intervals, _, width = table.shape
+    intervals, width, _ = table.shape
     out = r.new_empty(r.shape[0], width)
     launch(load_library(), "radial_spline_forward", r, _ptr(r), _ptr(order), _ptr(table), _ptr(out), r.shape[0],
            width, intervals, r_max, intervals / r_max)
@@ -126,13 +130,13 @@ def _radial_spline(r: torch.Tensor, order: Optional[torch.Tensor], table: torch.
 
 @_radial_spline.register_fake
 def _(r, order, table, r_max):
-    return r.new_empty(r.shape[0], table.shape[2])
+    return r.new_empty(r.shape[0], table.shape[1])
 
 
 @torch.library.custom_op("mace_fast::radial_spline_backward", mutates_args=())
 def _radial_spline_backward(grad_out: torch.Tensor, r: torch.Tensor, order: Optional[torch.Tensor],
                             table: torch.Tensor, r_max: float) -> torch.Tensor:
-    intervals, _, width = table.shape
+    intervals, width, _ = table.shape
     grad_r = torch.empty_like(r)
     launch(load_library(), "radial_spline_backward", r, _ptr(grad_out), _ptr(r), _ptr(order), _ptr(table),
            _ptr(grad_r), r.shape[0], width, intervals, r_max, intervals / r_max)
@@ -167,8 +171,8 @@ def radial_spline(r: torch.Tensor, table: torch.Tensor, r_max: float,
     a permutation of ``0..M-1``; without it they go in index order (same results, slower on
     large tables). On the CPU the torch reference runs.
     """
-    if r.dim() != 1 or table.dim() != 3 or table.shape[1] != 4:
-        raise ValueError(f"radial_spline: expected r [M] and table [n, 4, P], got {list(r.shape)}, "
+    if r.dim() != 1 or table.dim() != 3 or table.shape[2] != 4:
+        raise ValueError(f"radial_spline: expected r [M] and table [n, P, 4], got {list(r.shape)}, "
                          f"{list(table.shape)}")
     if r.dtype != table.dtype or r.device != table.device:
         raise TypeError(f"radial_spline: r ({r.dtype}, {r.device}) and table ({table.dtype}, {table.device}) "
@@ -181,3 +185,25 @@ def radial_spline(r: torch.Tensor, table: torch.Tensor, r_max: float,
         raise ValueError(f"radial_spline: order must be int32 of shape {list(r.shape)}, got {order.dtype} "
                          f"{list(order.shape)}")
     return _radial_spline(r.contiguous(), order, table.contiguous(), float(r_max))
+
+
+@dataclass
+class TabulatedRadial:
+    """One block's radial weights as a table and the lengths of the weight rows it is read at.
+
+    ``r [M]`` (edges, or pairs of edges), ``table [n, P, 4]``; ``order [M]`` int32
+    (:func:`spline_order`) on the kernels' path, None on the torch backend. A consumer either
+    evaluates the table inside its own kernels (the tensor product on pair rows,
+    :func:`~mace_fast.ops.channelwise_tp.tp_aggregate_tabulated`) or asks for :meth:`weights`.
+    """
+
+    r: torch.Tensor
+    table: torch.Tensor
+    r_max: float
+    order: Optional[torch.Tensor] = None
+
+    def weights(self) -> torch.Tensor:
+        """``[M, P]``: the spline kernels with an order, else plain torch."""
+        if self.order is None:
+            return radial_spline_reference(self.r, self.table, self.r_max)
+        return radial_spline(self.r, self.table, self.r_max, self.order)

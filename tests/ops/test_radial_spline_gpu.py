@@ -12,13 +12,13 @@ import torch
 from mace_fast import keys as K
 from mace_fast.ops.radial_spline import radial_spline, radial_spline_reference, spline_order
 
-from .test_channelwise_tp_gpu import MODELS, _graph, _model, rel
+from .test_channelwise_tp_gpu import CASES, MODELS, _graph, _model, _symmetric_case, rel
 
 pytestmark = pytest.mark.gpu
 
 
 def _table(intervals, width, dtype):
-    return torch.randn(intervals, 4, width, dtype=torch.float64, device="cuda").to(dtype)
+    return torch.randn(intervals, width, 4, dtype=torch.float64, device="cuda").to(dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -54,6 +54,80 @@ def test_nan_length_gives_nan():
     assert torch.isnan(out[1]).all() and torch.isfinite(out[[0, 2]]).all()
     (g,) = torch.autograd.grad(out, r, torch.ones_like(out))
     assert torch.isnan(g[1]) and torch.isfinite(g[[0, 2]]).all()
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", ["l1_in_l3", "l2_in_l3"])
+def test_tensor_product_reads_the_table(case, dtype, grouped):
+    """The tensor product evaluating a table at the pair rows' lengths (tp_aggregate_tabulated)
+    against autograd of the reference: the spline's weights read per edge from its pair row,
+    fed to the plain-torch product. The lengths' gradient is zero for rows beyond r_max (row 0,
+    spare rows); results are bit-identical from run to run; a NaN length shows as NaN."""
+    from mace_fast.nn.interaction import scatter_sum
+    from mace_fast.nn.spherical_harmonics import spherical_harmonics
+    from mace_fast.ops.channelwise_tp import symmetric_flag, tp_aggregate, tp_aggregate_tabulated
+    from mace_fast.ops.edge_pairs import edge_pairs
+
+    r_max = 4.0
+    tp, key, layout, rng, g, vec, csr = _symmetric_case(case, grouped, 4.6)  # edges beyond r_max too
+    lmax, c, n = CASES[case][1], tp.irreps_in1[0][0], g[K.POSITIONS].shape[0]
+    sender, receiver = g[K.EDGE_INDEX]
+    length = vec.norm(dim=-1)
+    csr.symmetric = symmetric_flag(csr, g[K.UNIT_SHIFTS], length, r_max)
+    csr.pairs = edge_pairs(csr.sender_perm, length, r_max)
+    rows, count = csr.pairs.rows[:-1].abs(), int(csr.pairs.rows[-1])
+    assert 0 < count < csr.pairs.num_rows - 1  # row 0 and spare rows in use
+    r = csr.pairs.gather(length.unsqueeze(-1)).squeeze(-1)
+    r = torch.where(csr.pairs.pair_edge < length.shape[0], r, r_max).detach().requires_grad_(True)
+    table = torch.randn(200, tp.weight_numel, 4, dtype=torch.float64, device="cuda")
+    sh = spherical_harmonics(vec, lmax).detach().requires_grad_(True)
+    h = torch.tensor(rng.normal(size=(n, tp.irreps_in1.dim)), device="cuda", requires_grad=True)
+    w = radial_spline_reference(r, table, r_max)
+    ref = layout(scatter_sum(tp(h[sender], sh, w[rows]), receiver, n))
+    grad = torch.randn_like(ref)
+    want = torch.autograd.grad(ref, (h, sh, r), grad)
+
+    inputs = [t.detach().to(dtype).requires_grad_(True) for t in (h, sh, r)]
+    table_d = table.to(dtype)
+    out = tp_aggregate_tabulated(*inputs[:2], inputs[2], table_d, r_max, csr, key, c)
+    got = torch.autograd.grad(out, inputs, grad.to(dtype))
+    # The yardstick in float32: the spline kernel's weights written out, then the product.
+    r2 = inputs[2].detach().requires_grad_(True)
+    two = tp_aggregate(inputs[0], inputs[1], radial_spline(r2, table_d, r_max, spline_order(r2)), csr, key, c)
+    two_grads = torch.autograd.grad(two, (inputs[0], inputs[1], r2), grad.to(dtype))
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert rel(out, ref) < tol and rel(out, two) < tol
+    for a, b, yardstick in zip(got, want, two_grads):
+        assert rel(a, b) <= max(tol, 2 * rel(yardstick, b)), (rel(a, b), rel(yardstick, b))
+    assert bool((got[2][0] == 0).all() and (got[2][count + 1:] == 0).all())
+    assert bool((got[2][1 : count + 1] != 0).all())
+    again = tp_aggregate_tabulated(*inputs[:2], inputs[2], table_d, r_max, csr, key, c)
+    assert torch.equal(again, out)
+    for a, b in zip(torch.autograd.grad(again, inputs, grad.to(dtype)), got):
+        assert torch.equal(a, b)
+    # A NaN length: NaN messages at both ends of its pair, the rest finite.
+    bad = inputs[2].detach().clone()
+    row = int(rng.integers(1, count + 1))
+    bad[row] = float("nan")
+    out = tp_aggregate_tabulated(inputs[0].detach(), inputs[1].detach(), bad, table_d, r_max, csr, key, c)
+    ends = receiver[rows == row].unique()
+    assert len(ends) >= 1 and bool(torch.isnan(out[ends]).any(dim=1).all())
+    others = torch.ones(n, dtype=torch.bool, device="cuda")
+    others[ends] = False
+    assert bool(torch.isfinite(out[others]).all())
+
+
+def test_tabulated_tensor_product_refuses_bad_input():
+    from mace_fast.ops.channelwise_tp import tp_aggregate_tabulated
+
+    tp, key, layout, rng, g, vec, csr = _symmetric_case("l1_in_l3", False, 4.0)
+    n, c = g[K.POSITIONS].shape[0], tp.irreps_in1[0][0]
+    h = torch.randn(n, tp.irreps_in1.dim, device="cuda", dtype=torch.float64)
+    sh = torch.randn(vec.shape[0], 16, device="cuda", dtype=torch.float64)
+    table = torch.randn(64, tp.weight_numel, 4, device="cuda", dtype=torch.float64)
+    with pytest.raises(ValueError, match="csr.pairs"):  # no pair rows
+        tp_aggregate_tabulated(h, sh, vec.norm(dim=-1), table, 4.0, csr, key, c)
 
 
 @pytest.mark.parametrize("name", ["mp_medium_like", "l2_hidden", "density_zbl", "all_plain"])
