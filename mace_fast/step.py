@@ -26,6 +26,7 @@ caller's order; results come back in the caller's order.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence
 
@@ -327,6 +328,15 @@ def capture_cuda_graph(fn: Callable[[], Any], device: Optional[torch.device] = N
             fn()
     torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn()
+    # No garbage collection inside the capture: a collected object that owns device memory
+    # (an earlier graph and its pool) may free it there, which invalidates the capture.
+    # torch.cuda.graph collects once on entry.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        with torch.cuda.graph(graph):
+            out = fn()
+    finally:
+        if collecting:
+            gc.enable()
     return graph, out
