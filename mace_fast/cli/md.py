@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from mace_fast.cli import add_calculator_options, calculator_from_args
+
 ENSEMBLES = ("nve", "nvt-langevin", "nvt-bussi", "npt")  # mirrors mace_fast.md.ENSEMBLES, kept import-free
 
 
@@ -25,11 +27,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--log", type=Path, default=None, help="thermo log (text)")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of energy/temperature/pressure")
     parser.add_argument("--seed", type=int, default=None, help="seed of the initial velocities and thermostat")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    parser.add_argument("--radial-table", type=int, default=0, metavar="INTERVALS",
-                        help="float32: radial MLPs from tables of this many intervals, e.g. 2048 "
-                             "(faster; error below the float32 MLP's own); default 0: off")
+    add_calculator_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.timestep <= 0 or args.steps < 0 or args.interval < 1 or args.temperature < 0:
@@ -37,7 +35,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import ase.io
 
-    from mace_fast.calculator import MaceFastCalculator
     from mace_fast.md.dynamics import run_md
     from mace_fast.md.relax import check_structure
 
@@ -47,8 +44,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: cannot read {args.structure}: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     try:
-        calc = MaceFastCalculator(args.model, device=args.device, default_dtype=args.dtype,
-                                  radial_table=args.radial_table)
+        calc = calculator_from_args(args)
         check_structure(atoms, calc.elements.numbers)
         result = run_md(atoms, calc, args.ensemble, args.temperature, args.timestep, args.steps,
                         friction=args.friction, pressure_GPa=args.pressure, traj=args.traj,

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from mace_fast.cli import add_calculator_options, calculator_from_args
+
 
 def read_all(paths: List[Path]) -> Tuple[list, list, list]:
     """All frames of every file: (atoms list, their sources, [(source, error)] for unreadable files)."""
@@ -48,11 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="FIRE: relax structures one after another with ASE instead of batched")
     parser.add_argument("--max-atoms-per-batch", type=int, default=4096,
                         help="batched FIRE: atoms per model batch at most (default 4096)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    parser.add_argument("--radial-table", type=int, default=0, metavar="INTERVALS",
-                        help="float32: radial MLPs from tables of this many intervals, e.g. 2048 "
-                             "(faster; error below the float32 MLP's own); default 0: off")
+    add_calculator_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.fmax <= 0 or args.steps < 0:
@@ -64,13 +62,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     import ase.io
     from tqdm import tqdm
 
-    from mace_fast.calculator import MaceFastCalculator
     from mace_fast.md.batch_relax import relax_batch
     from mace_fast.md.relax import relax_structures
 
     try:
-        calc = MaceFastCalculator(args.model, device=args.device, default_dtype=args.dtype,
-                                  radial_table=args.radial_table)
+        calc = calculator_from_args(args)
     except (OSError, ValueError) as err:
         print(f"error: cannot load model {args.model}: {err}", file=sys.stderr)
         return 1
