@@ -174,22 +174,12 @@ class InteractionBlock(nn.Module):
         pairs = csr.pairs if csr is not None else None
         # With a table on pair rows (the kernels' path) the tensor product reads it itself.
         table_in_tp = radial_table is not None and pairs is not None
-        weights = None
-        if radial_table is not None and not table_in_tp:
+        if radial_table is None:
+            weights = self._mlp_weights(edge_feats, cutoff, csr)
+        elif table_in_tp:
+            weights = None
+        else:
             weights = radial_table.weights()
-        elif radial_table is None:
-            radial_in, radial_cutoff = edge_feats, cutoff
-            if pairs is not None:  # one MLP row per pair of edges (ops/edge_pairs.py)
-                radial_in = pairs.gather(edge_feats)
-                radial_cutoff = None if cutoff is None else pairs.gather(cutoff)
-            if csr is not None and self._radial_kernel:
-                from ..ops.radial_mlp import radial_mlp
-
-                weights = radial_mlp(self.radial_mlp, radial_in)  # hidden layers fused in one kernel
-            else:
-                weights = self.radial_mlp(radial_in)
-            if radial_cutoff is not None:
-                weights = weights * radial_cutoff
         if csr is None:
             message = scatter_sum(self.conv_tp(h[sender], sh, weights), receiver, num_nodes)
             return self._finish(self.linear(message), element, edge_feats, cutoff, receiver, csr, groups), sc
@@ -214,6 +204,23 @@ class InteractionBlock(nn.Module):
             return x.permute(1, 2, 0), sc  # [N, C, D], read in place by the symmetric contraction
         message = self.linear(message, scale=scale)
         return self._finish(message, element, edge_feats, cutoff, receiver, csr, groups, normalised=True), sc
+
+    def _mlp_weights(
+        self, edge_feats: torch.Tensor, cutoff: Optional[torch.Tensor], csr: Optional["EdgeCSR"]
+    ) -> torch.Tensor:
+        """The radial MLP times the envelope: ``[E, P*C]``, or one row per pair of edges with
+        ``csr.pairs`` (ops/edge_pairs.py)."""
+        pairs = csr.pairs if csr is not None else None
+        if pairs is not None:
+            edge_feats = pairs.gather(edge_feats)
+            cutoff = None if cutoff is None else pairs.gather(cutoff)
+        if csr is not None and self._radial_kernel:
+            from ..ops.radial_mlp import radial_mlp
+
+            weights = radial_mlp(self.radial_mlp, edge_feats)  # hidden layers fused in one kernel
+        else:
+            weights = self.radial_mlp(edge_feats)
+        return weights if cutoff is None else weights * cutoff
 
     def _finish(
         self,
