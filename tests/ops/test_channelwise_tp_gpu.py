@@ -115,6 +115,23 @@ def _symmetric_case(case, grouped, r_list):
     return tp, key, _message_layout(tp, grouped), rng, g, vec, csr
 
 
+def _paired_case(case, grouped, r_max):
+    """:func:`_symmetric_case` with a list reaching past ``r_max`` and its edges paired
+    (ops/edge_pairs.py): ``(tp, key, layout, rng, graph, vectors, csr, rows, count)``, with
+    each edge's row and the number of rows in use; row 0 and spare rows are in use too."""
+    from mace_fast.ops.channelwise_tp import symmetric_flag
+    from mace_fast.ops.edge_pairs import edge_pairs
+
+    tp, key, layout, rng, g, vec, csr = _symmetric_case(case, grouped, r_max + 0.6)
+    length = vec.norm(dim=-1)
+    csr.symmetric = symmetric_flag(csr, g[K.UNIT_SHIFTS], length, r_max)
+    assert int(csr.symmetric) == 1
+    csr.pairs = edge_pairs(csr.sender_perm, length, r_max)
+    rows, count = csr.pairs.rows[:-1].abs(), int(csr.pairs.rows[-1])
+    assert 0 < count < csr.pairs.num_rows - 1  # far edges present: row 0 and spare rows in use
+    return tp, key, layout, rng, g, vec, csr, rows, count
+
+
 @pytest.mark.parametrize("grouped", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", ["l1_in_l3", "l2_in_l3"])
@@ -166,19 +183,12 @@ def test_weights_shared_by_pairs(case, dtype, grouped):
     with edges beyond r_max: output and gradients match autograd of the reference reading
     each edge's weights from its row; the rows no edge owns get a zero gradient."""
     from mace_fast.nn.spherical_harmonics import spherical_harmonics
-    from mace_fast.ops.channelwise_tp import symmetric_flag, tp_aggregate
-    from mace_fast.ops.edge_pairs import edge_pairs
+    from mace_fast.ops.channelwise_tp import tp_aggregate
 
     r_max = 4.0
-    tp, key, layout, rng, g, vec, csr = _symmetric_case(case, grouped, 4.6)  # edges beyond r_max too
+    tp, key, layout, rng, g, vec, csr, rows, count = _paired_case(case, grouped, r_max)
     lmax, c, n = CASES[case][1], tp.irreps_in1[0][0], g[K.POSITIONS].shape[0]
     sender, receiver = g[K.EDGE_INDEX]
-    length = vec.norm(dim=-1)
-    csr.symmetric = symmetric_flag(csr, g[K.UNIT_SHIFTS], length, r_max)
-    assert int(csr.symmetric) == 1
-    csr.pairs = edge_pairs(csr.sender_perm, length, r_max)
-    rows, count = csr.pairs.rows[:-1].abs(), int(csr.pairs.rows[-1])
-    assert 0 < count < csr.pairs.num_rows - 1  # far edges present: row 0 and spare rows in use
     w = torch.randn(csr.pairs.num_rows, tp.weight_numel, device="cuda", dtype=torch.float64)
     w[0] = 0
     w[count + 1 :] = 0

@@ -12,7 +12,7 @@ import torch
 from mace_fast import keys as K
 from mace_fast.ops.radial_spline import radial_spline, radial_spline_reference, spline_order
 
-from .test_channelwise_tp_gpu import CASES, MODELS, _graph, _model, _symmetric_case, rel
+from .test_channelwise_tp_gpu import CASES, MODELS, _graph, _model, _paired_case, _symmetric_case, rel
 
 pytestmark = pytest.mark.gpu
 
@@ -66,18 +66,13 @@ def test_tensor_product_reads_the_table(case, dtype, grouped):
     spare rows); results are bit-identical from run to run; a NaN length shows as NaN."""
     from mace_fast.nn.interaction import scatter_sum
     from mace_fast.nn.spherical_harmonics import spherical_harmonics
-    from mace_fast.ops.channelwise_tp import symmetric_flag, tp_aggregate, tp_aggregate_tabulated
-    from mace_fast.ops.edge_pairs import edge_pairs
+    from mace_fast.ops.channelwise_tp import tp_aggregate, tp_aggregate_tabulated
 
     r_max = 4.0
-    tp, key, layout, rng, g, vec, csr = _symmetric_case(case, grouped, 4.6)  # edges beyond r_max too
+    tp, key, layout, rng, g, vec, csr, rows, count = _paired_case(case, grouped, r_max)
     lmax, c, n = CASES[case][1], tp.irreps_in1[0][0], g[K.POSITIONS].shape[0]
     sender, receiver = g[K.EDGE_INDEX]
     length = vec.norm(dim=-1)
-    csr.symmetric = symmetric_flag(csr, g[K.UNIT_SHIFTS], length, r_max)
-    csr.pairs = edge_pairs(csr.sender_perm, length, r_max)
-    rows, count = csr.pairs.rows[:-1].abs(), int(csr.pairs.rows[-1])
-    assert 0 < count < csr.pairs.num_rows - 1  # row 0 and spare rows in use
     r = csr.pairs.gather(length.unsqueeze(-1)).squeeze(-1)
     r = torch.where(csr.pairs.pair_edge < length.shape[0], r, r_max).detach().requires_grad_(True)
     table = torch.randn(200, tp.weight_numel, 4, dtype=torch.float64, device="cuda")
